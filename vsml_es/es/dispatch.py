@@ -1,0 +1,39 @@
+"""Where the population is evaluated: in this process, or on Ray workers (``workers/``).
+
+A dispatcher has ``evaluate(population, generation) -> (loss [P], accuracy [P])`` in member
+order, a ``workers`` count and ``close()``; the learner loop does not know which it has.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vsml_es.config import Config
+from vsml_es.es.evaluator import PopulationEvaluator
+
+
+class InProcessDispatcher:
+    """``--address none``: the whole population as one jitted chunk in this process."""
+
+    workers = 1
+
+    def __init__(self, cfg: Config):
+        self.evaluator = PopulationEvaluator(cfg)
+        self.stats: dict = {}
+
+    def evaluate(self, population, generation: int) -> tuple[np.ndarray, np.ndarray]:
+        n = self.evaluator.cfg.es.population
+        return self.evaluator(population, generation, np.arange(n))
+
+    def close(self) -> None:
+        pass
+
+
+def make_dispatcher(cfg: Config, address: str | None = None, workers: int | None = None):
+    """``address`` 'none' runs in-process; anything else goes to Ray (``workers.pool``)."""
+    address = address or cfg.distributed.address
+    if address == "none":
+        return InProcessDispatcher(cfg)
+    from workers.pool import RayDispatcher  # the only import of workers/ in the library
+
+    return RayDispatcher(cfg, address=address, workers=workers or cfg.distributed.workers)

@@ -39,7 +39,7 @@ def init_dense_state(key: jax.Array, n_in: int, n_out: int, message_size: int,
     sd 1/sqrt(n_in), the rest 0; messages 0. The random part breaks the symmetry between
     synapses, as a random weight init does (VSML.md §2, per-episode init)."""
     n_rand = int(state_size * init_rand_proportion)
-    sd = 1.0 / jnp.sqrt(n_in) / 0.87962566103423978
+    sd = 1.0 / jnp.sqrt(n_in)  # truncated at +-2 sd, not rescaled (reference init)
     rand = sd * jax.random.truncated_normal(key, -2.0, 2.0, (n_in, n_out, n_rand), jnp.float32)
     c = jnp.concatenate([rand, jnp.zeros((n_in, n_out, state_size - n_rand))], axis=-1)
     return DenseState(

@@ -36,8 +36,8 @@ class SubRNNParams(NamedTuple):
 
 
 def _trunc_normal(key: jax.Array, shape: tuple, fan_in: int) -> jax.Array:
-    # Truncated at 2 sd, rescaled so the sd is 1/sqrt(fan_in) (haiku's TruncatedNormal).
-    sd = 1.0 / jnp.sqrt(fan_in) / 0.87962566103423978
+    # N(0, 1/fan_in) truncated at +-2 sd, not rescaled (as haiku's TruncatedNormal).
+    sd = 1.0 / jnp.sqrt(fan_in)
     return sd * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
 
 

@@ -34,6 +34,16 @@ class TaskConfig:
     episode_length: int = 200
     batch_size: int = 1
     label_permutation: bool = True
+    # Task distribution (vsml_es/tasks/sampling.py): a pair's task draws its dataset with
+    # these weights (empty = equal), its number of classes from class_subsets (k-way,
+    # relabelled; empty = all), its image side from resize (empty = native), and is
+    # randomly projected to rand_proj_size inputs (0 = as many as it has) with
+    # probability rand_proj (the paper's rand_proj runs: 0.5).
+    dataset_weights: list = field(default_factory=list)
+    class_subsets: list = field(default_factory=list)
+    resize: list = field(default_factory=list)
+    rand_proj: float = 0.0
+    rand_proj_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,17 @@ def validate(cfg: Config) -> Config:
         _check(name in DATASETS, "task.datasets", name, ", ".join(sorted(DATASETS)))
     _check(t.episode_length >= 1, "task.episode_length", t.episode_length, "an integer >= 1")
     _check(t.batch_size >= 1, "task.batch_size", t.batch_size, "an integer >= 1")
+    _check(not t.dataset_weights or (len(t.dataset_weights) == len(t.datasets) and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in t.dataset_weights)
+        and sum(t.dataset_weights) > 0), "task.dataset_weights", t.dataset_weights,
+        f"[] (equal) or {len(t.datasets)} numbers >= 0, one per task.datasets entry, not all 0")
+    _check(all(isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in t.class_subsets),
+           "task.class_subsets", t.class_subsets, "[] (all classes) or integers >= 2, e.g. [3, 4, 6, 7]")
+    _check(all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in t.resize),
+           "task.resize", t.resize, "[] (native size) or side lengths >= 1, e.g. [14, 28, 32]")
+    _check(0.0 <= t.rand_proj <= 1.0, "task.rand_proj", t.rand_proj, "a probability in [0, 1]")
+    _check(t.rand_proj_size >= 0, "task.rand_proj_size", t.rand_proj_size,
+           "an integer >= 0 (0: project to as many inputs as the task has)")
     _check(all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in m.hidden_layers),
            "model.hidden_layers", m.hidden_layers, "a list of positive integers, e.g. [32]")
     _check(m.message_size >= 2, "model.message_size", m.message_size,

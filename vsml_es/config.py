@@ -21,7 +21,7 @@ class ConfigError(ValueError):
     """A config key is unknown or has a value that is not allowed."""
 
 
-STRATEGIES = ("open_es", "snes", "pgpe", "cma_es", "sep_cma_es")
+STRATEGIES = ("open_es", "snes", "pgpe", "cma_es", "sep_cma_es", "gradient")
 FITNESS_SHAPING = ("none", "centered_rank", "z_score")
 ANTITHETIC_STRATEGIES = ("open_es", "pgpe")
 
@@ -75,6 +75,14 @@ class ESConfig:
     generations: int = 500
     episodes_per_member: int = 1
     fitness_shaping: str = "none"
+    # Start the search (ES mean, or the gradient meta-optimizer's LA) at this LA: a run
+    # directory (its learned_la.npz) or an .npz written by `vsml-es export`/`clone`. "" = random.
+    init_from: str = ""
+    # strategy: gradient (VSML.md §4): population = episodes per step, learning_rate = Adam's.
+    grad_clip: float = 25.0  # global-norm clip of the meta-gradient (0 disables)
+    truncation: int = 0  # truncated BPTT: cut gradients through the state every k steps (0 = none)
+    task_ways: int = 0  # gradient tasks: k-class subsets of the dataset, relabelled (0 = all classes)
+    task_inputs: int = 0  # gradient tasks: random projection of x to this many inputs (0 = none)
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,15 @@ def validate(cfg: Config) -> Config:
     _check(e.episodes_per_member >= 1, "es.episodes_per_member", e.episodes_per_member, "an integer >= 1")
     _check(e.fitness_shaping in FITNESS_SHAPING, "es.fitness_shaping", e.fitness_shaping,
            ", ".join(FITNESS_SHAPING))
+    _check(isinstance(e.init_from, str), "es.init_from", e.init_from, "a run directory or .npz path")
+    if e.init_from:
+        ip = Path(e.init_from)
+        _check(ip.is_file() or (ip / "learned_la.npz").is_file(), "es.init_from", e.init_from,
+               "an existing .npz LA file or a run directory holding learned_la.npz")
+    _check(e.grad_clip >= 0, "es.grad_clip", e.grad_clip, "a number >= 0 (0 disables clipping)")
+    _check(e.truncation >= 0, "es.truncation", e.truncation, "an integer >= 0 (0: full backprop)")
+    _check(e.task_ways == 0 or e.task_ways >= 2, "es.task_ways", e.task_ways, "0 (all classes) or >= 2")
+    _check(e.task_inputs >= 0, "es.task_inputs", e.task_inputs, "an integer >= 0 (0: no projection)")
     a = cfg.distributed.address
     _check(a in ("local", "none", "auto") or a.startswith("ray://") or ":" in a,
            "distributed.address", a, "local, none, auto, ray://host:port or host:port")

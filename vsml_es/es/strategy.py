@@ -46,6 +46,10 @@ def make_strategy(cfg: ESConfig, template):
         strategy = CMA_ES(cfg.population, template)
     elif cfg.strategy == "sep_cma_es":
         strategy = Sep_CMA_ES(cfg.population, template)
+    elif cfg.strategy == "gradient":
+        from vsml_es.es.gradient import GradientStrategy  # not ES: exact meta-gradients + Adam
+
+        strategy = GradientStrategy(cfg, template)
     else:  # validated in config.py
         raise ValueError(cfg.strategy)
     params = strategy.default_params
@@ -60,3 +64,25 @@ def member_order(cfg: ESConfig) -> np.ndarray:
     if cfg.strategy in ANTITHETIC_STRATEGIES:
         return np.stack([np.arange(p // 2), np.arange(p // 2) + p // 2], axis=1).reshape(-1)
     return np.arange(p)
+
+
+def load_init_la(source: str, template):
+    """``es.init_from``: the LA in ``source`` (an .npz LA file, or a run directory's
+    learned_la.npz) as jax arrays shaped like ``template``; a shape mismatch is a config error."""
+    from pathlib import Path
+
+    import jax
+    import jax.numpy as jnp
+
+    from vsml_es.config import ConfigError
+    from vsml_es.runs.run_dir import LA_FILE, load_la
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / LA_FILE
+    la = load_la(path)
+    for name, want, got in zip(template._fields, template, la):
+        if tuple(want.shape) != tuple(got.shape):
+            raise ConfigError(f"config key es.init_from: {path} holds {name} of shape {tuple(got.shape)}, "
+                              f"but this model needs {tuple(want.shape)} (model.message_size/state_size differ)")
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), type(template)(*la))

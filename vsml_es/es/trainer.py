@@ -50,6 +50,10 @@ def setup(cfg: Config) -> MetaSetup:
     learner = make_vsml(cfg.model)
     root = jax.random.PRNGKey(cfg.seed)
     initial_la = learner.init_params(jax.random.fold_in(root, _LA_INIT))
+    if cfg.es.init_from:  # start the search at a given LA (cloned, gradient- or ES-trained)
+        from vsml_es.es.strategy import load_init_la
+
+        initial_la = load_init_la(cfg.es.init_from, initial_la)
     strategy, es_params = make_strategy(cfg.es, initial_la)
     return MetaSetup(cfg, learner, initial_la, strategy, es_params, member_order(cfg.es), root)
 
@@ -115,6 +119,10 @@ class _Stop(Exception):
 def train(cfg: Config, run_dir: Path, dispatcher, *, resume: bool = False,
           progress: bool = True, log=print) -> dict:
     """Run (or continue) meta-training in ``run_dir``. Returns a short summary dict."""
+    if cfg.es.strategy == "gradient":  # its own loop, same run directory contract
+        from vsml_es.es.gradient import train_gradient
+
+        return train_gradient(cfg, run_dir, resume=resume, progress=progress, log=log)
     s = setup(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -279,7 +287,8 @@ def train_command(args) -> int:
 
         cfg = from_dict({**to_dict(cfg), "distributed": dataclasses.asdict(dist)})
     print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir})", file=sys.stderr)
-    dispatcher = make_dispatcher(cfg)
+    # Gradient meta-training runs in this process; it never uses the dispatcher's workers.
+    dispatcher = make_dispatcher(cfg, address="none" if cfg.es.strategy == "gradient" else None)
     try:
         result = train(cfg, run_dir, dispatcher, resume=bool(args.resume),
                        log=lambda m: print(m, file=sys.stderr))

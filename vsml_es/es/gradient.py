@@ -1,0 +1,284 @@
+"""Gradient meta-training (``es.strategy: gradient``): the exact meta-gradient of the mean
+online loss through the unrolled episodes, global-norm clipping, Adam (VSML.md §4,
+"Gradient alternative"; reference configs/backprop.yaml: Adam lr 1e-3, clip 25).
+
+Inside the episode the LA still learns by forward running only: the error is an *input*
+(``softmax - onehot``), not a gradient. The meta-gradient is taken w.r.t. the shared LA
+V_M of the loss ``L = mean_episodes mean_t CE(y_hat_t, y_t)``, by backpropagation through
+the whole ``lax.scan`` of the episode (``es.truncation: k`` cuts the gradient through the
+state every k steps: truncated BPTT). Each step is rematerialised (``jax.checkpoint``), so
+memory grows with T x state, not T x activations.
+
+Meta-batch ``g`` (a "generation") draws ``es.population`` episodes, episode ``m`` from
+``pair_key(seed, g, m)``; with ``es.task_ways``/``es.task_inputs`` each episode is a
+k-class subset of the dataset relabelled 0..k-1, its inputs randomly projected to
+``task_inputs`` dimensions (cheap tasks that still teach a size-invariant LA).
+
+:class:`GradientStrategy` holds the meta-optimiser's state with evosax's
+``init``/``get_mean`` so the trainer's setup, checkpoints, ``restore_run`` and ``export``
+work unchanged; :func:`train_gradient` is its generation loop, writing the same run
+directory, metrics keys and checkpoints as the ES loop (``sigma`` is logged as NaN).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from vsml_es.config import Config, ESConfig, config_hash
+from vsml_es.learner import Learner
+from vsml_es.tasks.episode import run_episode
+from vsml_es.tasks.sampling import sample_task
+
+
+class GradientState(NamedTuple):
+    """Meta-optimiser state; flat arrays only (orbax-friendly, ``mean`` checked finite)."""
+
+    mean: jax.Array  # [n] the LA, raveled
+    count: jax.Array  # [] int32 Adam step count
+    mu: jax.Array  # [n] Adam first moment
+    nu: jax.Array  # [n] Adam second moment
+
+
+class GradientStrategy:
+    """Adam with global-norm clipping on the raveled LA; evosax-like ``init``/``get_mean``."""
+
+    default_params = None
+
+    def __init__(self, cfg: ESConfig, template):
+        flat, self._unravel = ravel_pytree(template)
+        self.num_dims = flat.size
+        parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
+        self.optimizer = optax.chain(*parts, optax.adam(cfg.learning_rate, b1=0.9, b2=0.999))
+        self._opt_def = jax.tree_util.tree_structure(self.optimizer.init(flat))
+
+    def init(self, key, mean, params=None) -> GradientState:
+        del key, params
+        flat, _ = ravel_pytree(mean)
+        count, mu, nu = jax.tree_util.tree_leaves(self.optimizer.init(flat))
+        return GradientState(flat.astype(jnp.float32), count, mu, nu)
+
+    def get_mean(self, state: GradientState):
+        return self._unravel(state.mean)
+
+    def update(self, state: GradientState, grad_tree) -> GradientState:
+        """One clipped Adam step along the meta-gradient (a pytree shaped like the LA)."""
+        grad, _ = ravel_pytree(grad_tree)
+        opt_state = jax.tree_util.tree_unflatten(self._opt_def, [state.count, state.mu, state.nu])
+        updates, opt_state = self.optimizer.update(grad, opt_state, state.mean)
+        count, mu, nu = jax.tree_util.tree_leaves(opt_state)
+        return GradientState(optax.apply_updates(state.mean, updates), count, mu, nu)
+
+
+# --- learners for backpropagation through the episode ---------------------------------
+
+class _Timed(NamedTuple):
+    inner: object
+    t: jax.Array  # [] steps taken so far
+
+
+def for_meta_gradient(learner: Learner, truncation: int = 0) -> Learner:
+    """The same learner, rematerialised per step and optionally truncated every k steps.
+
+    ``truncation=k`` stops the gradient flowing through the state into steps more than k
+    back (it is cut at t = k, 2k, ...); the forward numbers are unchanged.
+    """
+    predict = jax.checkpoint(learner.predict)
+    learn = jax.checkpoint(learner.learn)
+    if not truncation:
+        return learner._replace(predict=predict, learn=learn)
+
+    def init_state(params, key, n_in, n_out):
+        return _Timed(learner.init_state(params, key, n_in, n_out), jnp.zeros((), jnp.int32))
+
+    def predict_t(params, state, x):
+        cut = (state.t % truncation == 0) & (state.t > 0)
+        inner = jax.tree_util.tree_map(lambda s: jnp.where(cut, jax.lax.stop_gradient(s), s), state.inner)
+        logits, inner = predict(params, inner, x)
+        return logits, _Timed(inner, state.t + 1)
+
+    def learn_t(params, state, x, error, label):
+        return _Timed(learn(params, state.inner, x, error, label), state.t)
+
+    def merge_t(state):
+        return _Timed(learner.merge_batch(state.inner), state.t)
+
+    return Learner(learner.init_params, init_state, predict_t, learn_t, merge_t)
+
+
+def sample_subtask(key, x, y, n_classes: int, steps: int, batch_size: int, ways: int,
+                   inputs: int, label_permutation: bool):
+    """A task for meta-gradient steps: x [N, D], y [N] -> (xs [T, B, d], ys [T, B], n_out).
+
+    ``ways`` k > 0: k classes drawn at random, examples drawn (with replacement) from
+    them, relabelled by their random order (so also permuted). ``inputs`` d > 0:
+    ``x @ P``, P [D, d] ~ N(0, 1/D), one P per task.
+    """
+    k_task, k_cls, k_proj = jax.random.split(key, 3)
+    if ways:
+        classes = jax.random.permutation(k_cls, n_classes)[:ways]
+        hit = y[:, None] == classes[None, :]  # [N, k]
+        p = hit.any(-1).astype(jnp.float32)
+        idx = jax.random.choice(k_task, y.shape[0], (steps * batch_size,), p=p / p.sum())
+        xs, ys = x[idx], jnp.argmax(hit[idx], axis=-1).astype(jnp.int32)
+        xs, ys = xs.reshape(steps, batch_size, -1), ys.reshape(steps, batch_size)
+        n_out = ways
+    else:
+        xs, ys = sample_task(k_task, x, y, n_classes, steps, batch_size, label_permutation)
+        n_out = n_classes
+    if inputs:
+        proj = jax.random.normal(k_proj, (x.shape[1], inputs)) / jnp.sqrt(x.shape[1])
+        xs = xs @ proj
+    return xs, ys, n_out
+
+
+def make_meta_loss(cfg: Config, learner: Learner, n_classes: int):
+    """``loss(la, generation, x, y) -> (mean loss, (loss [P], accuracy [P]))``."""
+    from vsml_es.es.evaluator import pair_key
+
+    t, e = cfg.task, cfg.es
+    grad_learner = for_meta_gradient(learner, e.truncation)
+
+    def episode(la, key, x, y):
+        k_task, k_init = jax.random.split(key)
+        xs, ys, n_out = sample_subtask(k_task, x, y, n_classes, t.episode_length, t.batch_size,
+                                       e.task_ways, e.task_inputs, t.label_permutation)
+        res = run_episode(grad_learner, la, k_init, xs, ys, n_out)
+        return res.loss.mean(), res.correct.mean()
+
+    def member(la, generation, m, x, y):
+        key = pair_key(cfg.seed, generation, m)
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(e.episodes_per_member))
+        loss, acc = jax.vmap(episode, in_axes=(None, 0, None, None))(la, keys, x, y)
+        return loss.mean(), acc.mean()
+
+    def loss_fn(la, generation, x, y):
+        loss, acc = jax.vmap(member, in_axes=(None, None, 0, None, None))(
+            la, generation, jnp.arange(e.population), x, y)
+        finite = jnp.isfinite(loss)
+        # Non-finite episodes are left out of the meta-loss (counted in ``nonfinite``).
+        total = jnp.where(finite, loss, 0.0).sum() / jnp.maximum(finite.sum(), 1)
+        return total, (loss, acc)
+
+    return loss_fn
+
+
+def make_meta_step(cfg: Config, learner: Learner, strategy: GradientStrategy, n_classes: int):
+    """Jitted ``(state, generation, x, y) -> (state, loss [P], accuracy [P], grad_norm)``.
+
+    A meta-gradient with a non-finite entry is not applied (the state is returned as is).
+    """
+    loss_fn = make_meta_loss(cfg, learner, n_classes)
+
+    def step(state, generation, x, y):
+        la = strategy.get_mean(state)
+        (_, (loss, acc)), grad = jax.value_and_grad(loss_fn, has_aux=True)(la, generation, x, y)
+        norm = optax.global_norm(grad)
+        new = strategy.update(state, grad)
+        ok = jnp.isfinite(norm)
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, state)
+        return new, loss, acc, norm
+
+    return jax.jit(step)
+
+
+def train_gradient(cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool = True,
+                   log=print) -> dict:
+    """The gradient meta-training loop; same run directory and resume contract as ES."""
+    from vsml_es.es.trainer import (
+        NonFiniteFitnessError, _Evaluation, _in_main_thread, _raise_stop, _Stop, initial_es_state,
+        restore_run, setup)
+    from vsml_es.runs.checkpoints import Checkpointer
+    from vsml_es.runs.metrics import MetricsLog
+    from vsml_es.runs.progress import Progress
+    from vsml_es.runs.run_dir import LA_FILE, save_la, write_config
+    from vsml_es.tasks.datasets import load_dataset
+
+    s = setup(cfg)
+    strategy = s.strategy
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        restored = restore_run(cfg, run_dir, s)
+        state, start = restored.es_state, restored.generation
+        log(f"resuming {run_dir} after generation {start} of {cfg.es.generations}")
+    else:
+        state, start = initial_es_state(s), 0
+    write_config(run_dir, cfg)
+    digest = config_hash(cfg)
+    ds = load_dataset(cfg.task.datasets[0])
+    x, y = jnp.asarray(ds.train_x), jnp.asarray(ds.train_y)
+    meta_step = make_meta_step(cfg, s.learner, strategy, ds.n_classes)
+    ckpt = Checkpointer(run_dir, cfg.checkpoint.keep)
+    metrics = MetricsLog(run_dir, cfg.logging.tensorboard, start)
+    evaluation = _Evaluation(cfg, s.learner) if cfg.logging.eval_every else None
+    steps_per_member = cfg.task.episode_length * cfg.task.batch_size * cfg.es.episodes_per_member
+    bar = Progress(cfg.es.generations, start, enabled=progress)
+
+    def checkpoint(generation: int, st) -> None:
+        ckpt.save(generation, st, s.root_key, digest)
+        save_la(run_dir / LA_FILE, strategy.get_mean(st), cfg, generation)
+
+    if not resume:
+        checkpoint(0, state)
+    done = start
+    previous = signal.signal(signal.SIGTERM, _raise_stop) if _in_main_thread() else None
+    status = "finished"
+    try:
+        for g in range(start, cfg.es.generations):
+            row = {"generation": g}
+            if evaluation is not None and g % cfg.logging.eval_every == 0:
+                t_eval = time.time()
+                row.update(evaluation(strategy.get_mean(state)))
+                row["eval_seconds"] = time.time() - t_eval
+            t0 = time.time()
+            new_state, loss, acc, norm = meta_step(state, jnp.int32(g), x, y)
+            loss, acc, norm = np.asarray(loss), np.asarray(acc), float(norm)
+            finite = loss[np.isfinite(loss)]
+            if finite.size == 0:
+                last = ckpt.steps()[-1] if ckpt.steps() else None
+                raise NonFiniteFitnessError(
+                    f"every episode of generation {g} had a non-finite loss; the run stopped. "
+                    f"Last good checkpoint: {run_dir / 'checkpoints' / str(last)} "
+                    f"(try a smaller es.learning_rate or es.grad_clip, then resume or restart)")
+            state = new_state
+            done = g + 1
+            seconds = time.time() - t0
+            row.update({
+                "loss_mean": float(finite.mean()), "loss_best": float(finite.min()),
+                "loss_std": float(finite.std()), "accuracy_mean": float(np.nanmean(acc)),
+                "sigma": float("nan"), "seconds": seconds,
+                "member_steps_per_second": cfg.es.population * steps_per_member / seconds,
+                "workers": 1, "nonfinite": int(loss.size - finite.size), "grad_norm": norm,
+            })
+            metrics.write(row)
+            bar.update(row)
+            if done % cfg.checkpoint.every == 0 or done == cfg.es.generations:
+                checkpoint(done, state)
+    except (KeyboardInterrupt, _Stop):
+        status = "interrupted"
+        bar.close()
+        log(f"\ninterrupted after generation {done}; checkpoint saved. "
+            f"Continue with: vsml-es train --resume {run_dir}")
+        if done not in ckpt.steps():
+            checkpoint(done, state)
+    except Exception:
+        status = "failed"
+        if done not in ckpt.steps():
+            checkpoint(done, state)
+        raise
+    finally:
+        bar.close()
+        metrics.close()
+        ckpt.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return {"status": status, "generations": done, "run_dir": str(run_dir)}

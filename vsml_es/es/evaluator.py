@@ -1,9 +1,20 @@
-"""Fitness of population members: one jitted function per chunk of members.
+"""Fitness of population members: jitted functions over chunks of members.
 
 A member's task depends only on (seed, generation, member // 2): the pair's key is
 ``fold_in(fold_in(task_root(seed), generation), member // 2)``, so antithetic partners
 share data and state init, and the result does not depend on how the population is
 split into chunks or across how many workers (DESIGN.md, data flow).
+
+Task distributions with several shapes (datasets of different input sizes, k-way class
+subsets, resizing, projections; ``vsml_es.tasks.sampling``): the distribution is a finite
+list of :class:`TaskVariant` s, each fixing the input and output sizes. A pair's variant is
+drawn on the host from ``(seed, generation, pair)`` alone; members are grouped by variant
+and each group runs through that variant's own jitted function, in fixed-size buckets
+(padding the last bucket with copies of a member whose results are dropped) so nothing
+is recompiled after the first generations. We group rather than project everything to a
+common size because the LA is size-free: tasks keep their real input and output sizes,
+which is what meta-test asks of it. A distribution with a single variant (the default)
+runs the whole chunk as one vmap, as before.
 
 This is the interface Ray workers call: ``evaluator(params_chunk, generation, member_ids)``.
 """
@@ -20,7 +31,7 @@ from vsml_es.config import Config
 from vsml_es.model.network import make_vsml
 from vsml_es.tasks.datasets import load_dataset
 from vsml_es.tasks.episode import run_episode
-from vsml_es.tasks.sampling import sample_task
+from vsml_es.tasks.sampling import TaskVariant, sample_variant_task, task_variants
 
 
 def task_root(seed: int) -> jax.Array:
@@ -31,19 +42,41 @@ def pair_key(seed: int, generation, pair) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(task_root(seed), generation), pair)
 
 
-def _member_fitness(learner, cfg: Config, n_classes: int, params, key, x, y):
+def pair_variants(seed: int, generation: int, pairs: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Variant index of each pair: a function of (seed, generation, pair) only."""
+    if len(probs) == 1:
+        return np.zeros(len(pairs), np.int64)
+    cdf = np.cumsum(probs)
+    u = np.array([np.random.default_rng([seed, generation, int(p), 0x5EED]).random() for p in pairs])
+    return np.minimum(np.searchsorted(cdf, u, side="right"), len(probs) - 1)
+
+
+def _member_fitness(learner, cfg: Config, variant: TaskVariant, n_classes: int, image_shape: tuple,
+                    params, key, x, y):
     """Mean loss and online accuracy of one member over ``episodes_per_member`` episodes."""
     t = cfg.task
 
     def episode(k):
         k_task, k_init = jax.random.split(k)
-        xs, ys = sample_task(k_task, x, y, n_classes, t.episode_length, t.batch_size, t.label_permutation)
-        res = run_episode(learner, params, k_init, xs, ys, n_classes)
+        xs, ys = sample_variant_task(k_task, x, y, n_classes, image_shape, variant, t.episode_length,
+                                     t.batch_size, t.label_permutation)
+        res = run_episode(learner, params, k_init, xs, ys, variant.n_way)
         return res.loss.mean(), res.correct.mean()
 
     keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.arange(cfg.es.episodes_per_member))
     loss, acc = jax.vmap(episode)(keys)
     return loss.mean(), acc.mean()
+
+
+def build_variants(cfg: Config) -> tuple[list, np.ndarray, dict]:
+    """The run's task variants, their probabilities and the datasets they need."""
+    t = cfg.task
+    data = {name: load_dataset(name) for name in dict.fromkeys(t.datasets)}
+    variants, probs = task_variants(
+        list(t.datasets), {n: d.n_classes for n, d in data.items()}, list(t.dataset_weights),
+        list(t.class_subsets), list(t.resize), t.rand_proj, t.rand_proj_size,
+        {n: d.image_shape for n, d in data.items()})
+    return variants, probs, data
 
 
 class PopulationEvaluator:
@@ -52,19 +85,21 @@ class PopulationEvaluator:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.learner = make_vsml(cfg.model)
-        ds = load_dataset(cfg.task.datasets[0])
-        self.dataset_name = ds.name
-        self._x = jnp.asarray(ds.train_x)
-        self._y = jnp.asarray(ds.train_y)
-        self._n_classes = ds.n_classes
-        self.n_in = ds.train_x.shape[1]
-        member = functools.partial(_member_fitness, self.learner, cfg, ds.n_classes)
+        self.variants, self.probs, data = build_variants(cfg)
+        self.dataset_name = cfg.task.datasets[0]
+        self._arrays = {n: (jnp.asarray(d.train_x), jnp.asarray(d.train_y)) for n, d in data.items()}
+        sizes = {v.n_in(data[v.dataset].image_shape) for v in self.variants}
+        self.n_in = sizes.pop() if len(sizes) == 1 else None  # None: tasks differ in input size
+        self._chunks = []
+        for v in self.variants:
+            d = data[v.dataset]
+            member = functools.partial(_member_fitness, self.learner, cfg, v, d.n_classes, d.image_shape)
 
-        def chunk(params, generation, member_ids, x, y):
-            keys = jax.vmap(lambda m: pair_key(cfg.seed, generation, m // 2))(member_ids)
-            return jax.vmap(member, in_axes=(0, 0, None, None))(params, keys, x, y)
+            def chunk(params, generation, member_ids, x, y, member=member):
+                keys = jax.vmap(lambda m: pair_key(cfg.seed, generation, m // 2))(member_ids)
+                return jax.vmap(member, in_axes=(0, 0, None, None))(params, keys, x, y)
 
-        self._chunk = jax.jit(chunk)
+            self._chunks.append(jax.jit(chunk))
 
     @property
     def member_steps(self) -> int:
@@ -72,8 +107,33 @@ class PopulationEvaluator:
         t = self.cfg.task
         return t.episode_length * t.batch_size * self.cfg.es.episodes_per_member
 
+    def member_variants(self, generation: int, member_ids) -> list[TaskVariant]:
+        """Which task variant each member is evaluated on (for logging and tests)."""
+        ids = np.asarray(member_ids)
+        return [self.variants[i] for i in pair_variants(self.cfg.seed, generation, ids // 2, self.probs)]
+
+    def _run(self, v: int, params, generation: int, member_ids: np.ndarray):
+        x, y = self._arrays[self.variants[v].dataset]
+        loss, acc = self._chunks[v](params, jnp.int32(generation), jnp.asarray(member_ids, jnp.int32), x, y)
+        return np.asarray(loss), np.asarray(acc)
+
     def __call__(self, params, generation: int, member_ids) -> tuple[np.ndarray, np.ndarray]:
         """params: LA pytree with leading axis n; member_ids [n] -> (loss [n], accuracy [n])."""
-        loss, acc = self._chunk(params, jnp.int32(generation), jnp.asarray(member_ids, jnp.int32),
-                                self._x, self._y)
-        return np.asarray(loss), np.asarray(acc)
+        ids = np.asarray(member_ids, np.int64)
+        n = len(ids)
+        if len(self.variants) == 1:
+            return self._run(0, params, generation, ids)
+        which = pair_variants(self.cfg.seed, generation, ids // 2, self.probs)
+        # Bucket size: fixed for a given chunk size, so each variant compiles once.
+        bucket = 1 << max(0, int(np.ceil(np.log2(max(1, -(-n // len(self.variants)))))))
+        bucket = min(bucket, n)
+        loss, acc = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        for v in np.unique(which):
+            rows = np.flatnonzero(which == v)
+            for start in range(0, len(rows), bucket):
+                sel = rows[start:start + bucket]
+                pad = np.concatenate([sel, np.repeat(sel[:1], bucket - len(sel))])
+                p = jax.tree_util.tree_map(lambda a: a[pad], params)
+                l, a = self._run(int(v), p, generation, ids[pad])
+                loss[sel], acc[sel] = l[:len(sel)], a[:len(sel)]
+        return loss, acc

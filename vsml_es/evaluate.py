@@ -93,7 +93,7 @@ DEFAULT_TASKS = 16
 
 
 @dataclass(frozen=True)
-class TestSet:
+class MetaTestSet:
     """A meta-test dataset, optionally transformed: ``name[/K-way][/Rpx][/projP]``, e.g.
     ``mnist_subset/14px`` (resized to 14x14) or ``digits/proj32`` (32 random projections)."""
 
@@ -103,7 +103,7 @@ class TestSet:
     proj_size: int = 0
 
     @classmethod
-    def parse(cls, text: str) -> "TestSet":
+    def parse(cls, text: str) -> "MetaTestSet":
         name, *mods = text.strip().split("/")
         kw = {}
         for m in mods:
@@ -181,7 +181,7 @@ def evaluate_run(run_dir: str | Path, *, datasets=None, steps: int = DEFAULT_STE
     for b in baselines:
         if b not in BASELINES:
             raise ValueError(f"unknown baseline {b!r}; available: {', '.join(BASELINES)}")
-    sets = [TestSet.parse(d) for d in datasets] if datasets else [TestSet(d) for d in available_datasets()]
+    sets = [MetaTestSet.parse(d) for d in datasets] if datasets else [MetaTestSet(d) for d in available_datasets()]
     vsml = make_vsml(cfg.model)
     out_dir = run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)

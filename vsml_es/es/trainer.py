@@ -145,6 +145,7 @@ def train(cfg: Config, run_dir: Path, dispatcher, *, resume: bool = False,
     bar = Progress(cfg.es.generations, start, enabled=progress)
 
     def checkpoint(generation: int, state) -> None:
+        metrics.flush()  # everything up to a checkpoint is on disk before it exists
         ckpt.save(generation, state, s.root_key, digest)
         save_la(run_dir / LA_FILE, s.strategy.get_mean(state), cfg, generation)
 

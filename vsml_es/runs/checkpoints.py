@@ -11,6 +11,7 @@ naming it. No pickle is involved anywhere (arrays in tensorstore, metadata as JS
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from pathlib import Path
 
@@ -60,11 +61,20 @@ class Checkpointer:
                 _check_finite_tree(tree["es_state"], step)
                 return tree["es_state"], tree["key"], int(meta["generation"]), meta["config_hash"]
             except Exception as err:  # any unreadable checkpoint: fall back to the previous one
+                aside = self._quarantine(step)
                 warnings.warn(f"checkpoint {self.directory / str(step)} is unreadable "
                               f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
-                              f"falling back to the previous checkpoint", stacklevel=2)
+                              f"moved it to {aside.name} and fell back to the previous checkpoint",
+                              stacklevel=2)
         raise CheckpointError(f"no readable checkpoint in {self.directory} (tried {steps}); "
                               f"the run cannot be resumed, start a new one")
+
+    def _quarantine(self, step: int) -> Path:
+        """Move an unreadable checkpoint aside (kept for inspection) so its step can be rewritten."""
+        aside = self.directory / f"unreadable-{step}-{int(time.time())}"
+        (self.directory / str(step)).rename(aside)
+        self._manager.reload()
+        return aside
 
     def close(self) -> None:
         self._manager.close()

@@ -81,8 +81,6 @@ class ESConfig:
     # strategy: gradient (VSML.md §4): population = episodes per step, learning_rate = Adam's.
     grad_clip: float = 25.0  # global-norm clip of the meta-gradient (0 disables)
     truncation: int = 0  # truncated BPTT: cut gradients through the state every k steps (0 = none)
-    task_ways: int = 0  # gradient tasks: k-class subsets of the dataset, relabelled (0 = all classes)
-    task_inputs: int = 0  # gradient tasks: random projection of x to this many inputs (0 = none)
 
 
 @dataclass(frozen=True)
@@ -247,8 +245,6 @@ def validate(cfg: Config) -> Config:
                "an existing .npz LA file or a run directory holding learned_la.npz")
     _check(e.grad_clip >= 0, "es.grad_clip", e.grad_clip, "a number >= 0 (0 disables clipping)")
     _check(e.truncation >= 0, "es.truncation", e.truncation, "an integer >= 0 (0: full backprop)")
-    _check(e.task_ways == 0 or e.task_ways >= 2, "es.task_ways", e.task_ways, "0 (all classes) or >= 2")
-    _check(e.task_inputs >= 0, "es.task_inputs", e.task_inputs, "an integer >= 0 (0: no projection)")
     a = cfg.distributed.address
     _check(a in ("local", "none", "auto") or a.startswith("ray://") or ":" in a,
            "distributed.address", a, "local, none, auto, ray://host:port or host:port")

@@ -9,10 +9,11 @@ the whole ``lax.scan`` of the episode (``es.truncation: k`` cuts the gradient th
 state every k steps: truncated BPTT). Each step is rematerialised (``jax.checkpoint``), so
 memory grows with T x state, not T x activations.
 
-Meta-batch ``g`` (a "generation") draws ``es.population`` episodes, episode ``m`` from
-``pair_key(seed, g, m)``; with ``es.task_ways``/``es.task_inputs`` each episode is a
-k-class subset of the dataset relabelled 0..k-1, its inputs randomly projected to
-``task_inputs`` dimensions (cheap tasks that still teach a size-invariant LA).
+Meta-batch ``g`` (a "generation") draws ``es.population`` episodes of the first dataset,
+episode ``m`` from ``pair_key(seed, g, m)``, all of one task variant (``task.class_subsets``,
+``task.rand_proj``/``rand_proj_size``, ``task.resize``: tasks/sampling.py) picked from
+(seed, g). Small variants (2-way, 16 projected inputs) are cheap and still teach an LA that
+works at other sizes, since every synapse runs the same LA.
 
 :class:`GradientStrategy` holds the meta-optimiser's state with evosax's
 ``init``/``get_mean`` so the trainer's setup, checkpoints, ``restore_run`` and ``export``
@@ -36,7 +37,7 @@ from jax.flatten_util import ravel_pytree
 from vsml_es.config import Config, ESConfig, config_hash
 from vsml_es.learner import Learner
 from vsml_es.tasks.episode import run_episode
-from vsml_es.tasks.sampling import sample_task
+from vsml_es.tasks.sampling import sample_variant_task, task_variants
 
 
 class GradientState(NamedTuple):
@@ -114,34 +115,9 @@ def for_meta_gradient(learner: Learner, truncation: int = 0) -> Learner:
     return Learner(learner.init_params, init_state, predict_t, learn_t, merge_t)
 
 
-def sample_subtask(key, x, y, n_classes: int, steps: int, batch_size: int, ways: int,
-                   inputs: int, label_permutation: bool):
-    """A task for meta-gradient steps: x [N, D], y [N] -> (xs [T, B, d], ys [T, B], n_out).
-
-    ``ways`` k > 0: k classes drawn at random, examples drawn (with replacement) from
-    them, relabelled by their random order (so also permuted). ``inputs`` d > 0:
-    ``x @ P``, P [D, d] ~ N(0, 1/D), one P per task.
-    """
-    k_task, k_cls, k_proj = jax.random.split(key, 3)
-    if ways:
-        classes = jax.random.permutation(k_cls, n_classes)[:ways]
-        hit = y[:, None] == classes[None, :]  # [N, k]
-        p = hit.any(-1).astype(jnp.float32)
-        idx = jax.random.choice(k_task, y.shape[0], (steps * batch_size,), p=p / p.sum())
-        xs, ys = x[idx], jnp.argmax(hit[idx], axis=-1).astype(jnp.int32)
-        xs, ys = xs.reshape(steps, batch_size, -1), ys.reshape(steps, batch_size)
-        n_out = ways
-    else:
-        xs, ys = sample_task(k_task, x, y, n_classes, steps, batch_size, label_permutation)
-        n_out = n_classes
-    if inputs:
-        proj = jax.random.normal(k_proj, (x.shape[1], inputs)) / jnp.sqrt(x.shape[1])
-        xs = xs @ proj
-    return xs, ys, n_out
-
-
-def make_meta_loss(cfg: Config, learner: Learner, n_classes: int):
-    """``loss(la, generation, x, y) -> (mean loss, (loss [P], accuracy [P]))``."""
+def make_meta_loss(cfg: Config, learner: Learner, ds, variant):
+    """``loss(la, generation, x, y) -> (mean loss, (loss [P], accuracy [P]))`` for tasks of
+    one :class:`~vsml_es.tasks.sampling.TaskVariant` (its shapes fix the jitted function)."""
     from vsml_es.es.evaluator import pair_key
 
     t, e = cfg.task, cfg.es
@@ -149,9 +125,9 @@ def make_meta_loss(cfg: Config, learner: Learner, n_classes: int):
 
     def episode(la, key, x, y):
         k_task, k_init = jax.random.split(key)
-        xs, ys, n_out = sample_subtask(k_task, x, y, n_classes, t.episode_length, t.batch_size,
-                                       e.task_ways, e.task_inputs, t.label_permutation)
-        res = run_episode(grad_learner, la, k_init, xs, ys, n_out)
+        xs, ys = sample_variant_task(k_task, x, y, ds.n_classes, ds.image_shape, variant,
+                                     t.episode_length, t.batch_size, t.label_permutation)
+        res = run_episode(grad_learner, la, k_init, xs, ys, variant.n_way)
         return res.loss.mean(), res.correct.mean()
 
     def member(la, generation, m, x, y):
@@ -171,23 +147,41 @@ def make_meta_loss(cfg: Config, learner: Learner, n_classes: int):
     return loss_fn
 
 
-def make_meta_step(cfg: Config, learner: Learner, strategy: GradientStrategy, n_classes: int):
+def task_distribution(cfg: Config, ds) -> tuple[list, np.ndarray]:
+    """The task variants of ``cfg.task`` on dataset ``ds`` and their probabilities."""
+    t = cfg.task
+    return task_variants([ds.name], {ds.name: ds.n_classes}, [], t.class_subsets, t.resize,
+                         t.rand_proj, t.rand_proj_size, {ds.name: ds.image_shape})
+
+
+def variant_index(seed: int, generation: int, probs: np.ndarray) -> int:
+    """Which variant meta-batch ``generation`` uses: a function of (seed, generation) only."""
+    if len(probs) == 1:
+        return 0
+    return int(np.random.default_rng([seed, generation]).choice(len(probs), p=probs))
+
+
+def make_meta_step(cfg: Config, learner: Learner, strategy: GradientStrategy, ds, variant):
     """Jitted ``(state, generation, x, y) -> (state, loss [P], accuracy [P], grad_norm)``.
 
     A meta-gradient with a non-finite entry is not applied (the state is returned as is).
     """
-    loss_fn = make_meta_loss(cfg, learner, n_classes)
+    loss_fn = make_meta_loss(cfg, learner, ds, variant)
 
     def step(state, generation, x, y):
         la = strategy.get_mean(state)
         (_, (loss, acc)), grad = jax.value_and_grad(loss_fn, has_aux=True)(la, generation, x, y)
-        norm = optax.global_norm(grad)
+        norm = optax.tree.norm(grad)
         new = strategy.update(state, grad)
         ok = jnp.isfinite(norm)
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, state)
         return new, loss, acc, norm
 
     return jax.jit(step)
+
+
+# Jitted meta-steps by (config hash, dataset, variant): equal keys compute the same function.
+_COMPILED: dict = {}
 
 
 def train_gradient(cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool = True,
@@ -216,7 +210,15 @@ def train_gradient(cfg: Config, run_dir: Path, *, resume: bool = False, progress
     digest = config_hash(cfg)
     ds = load_dataset(cfg.task.datasets[0])
     x, y = jnp.asarray(ds.train_x), jnp.asarray(ds.train_y)
-    meta_step = make_meta_step(cfg, s.learner, strategy, ds.n_classes)
+    variants, probs = task_distribution(cfg, ds)
+
+    def meta_step(st, g):
+        i = variant_index(cfg.seed, g, probs)
+        key = (digest, ds.name, variants[i])
+        if key not in _COMPILED:  # compiling takes seconds; a resumed run in-process reuses it
+            _COMPILED[key] = make_meta_step(cfg, s.learner, strategy, ds, variants[i])
+        return _COMPILED[key](st, jnp.int32(g), x, y)
+
     ckpt = Checkpointer(run_dir, cfg.checkpoint.keep)
     metrics = MetricsLog(run_dir, cfg.logging.tensorboard, start)
     evaluation = _Evaluation(cfg, s.learner) if cfg.logging.eval_every else None
@@ -240,7 +242,7 @@ def train_gradient(cfg: Config, run_dir: Path, *, resume: bool = False, progress
                 row.update(evaluation(strategy.get_mean(state)))
                 row["eval_seconds"] = time.time() - t_eval
             t0 = time.time()
-            new_state, loss, acc, norm = meta_step(state, jnp.int32(g), x, y)
+            new_state, loss, acc, norm = meta_step(state, g)
             loss, acc, norm = np.asarray(loss), np.asarray(acc), float(norm)
             finite = loss[np.isfinite(loss)]
             if finite.size == 0:

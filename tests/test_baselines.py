@@ -24,10 +24,10 @@ def test_sgd_learn_is_one_gradient_step_of_the_cross_entropy():
     params = OnlineParams(jnp.float32(0.1))
     state = learner.init_state(params, jax.random.PRNGKey(0), 5, 3)
     x = jax.random.normal(jax.random.PRNGKey(1), (5,))
-    logits, state = learner.predict(params, state, x)
+    logits, state = jax.jit(learner.predict)(params, state, x)
     onehot = jax.nn.one_hot(2, 3)
-    new = learner.learn(params, state, x, jax.nn.softmax(logits) - onehot, onehot)
-    grad = jax.grad(_ce)(state.weights, x, 2, 3)
+    new = jax.jit(learner.learn)(params, state, x, jax.nn.softmax(logits) - onehot, onehot)
+    grad = jax.jit(jax.grad(_ce), static_argnums=(2, 3))(state.weights, x, 2, 3)
     expect = jax.tree_util.tree_map(lambda w, g: w - 0.1 * g, state.weights, grad)
     for a, b in zip(jax.tree_util.tree_leaves(new.weights), jax.tree_util.tree_leaves(expect)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -59,9 +59,9 @@ def test_adam_first_step_moves_each_weight_by_the_learning_rate():
     np.testing.assert_allclose(step, 0.01, rtol=1e-3)  # bias-corrected: |m/sqrt(v)| = 1
 
 
-def test_online_sgd_and_adam_learn_digits():
-    for name, lr in (("sgd_linear", 0.03), ("adam", 0.001)):
-        correct, loss = meta_test(BASELINES[name].make(), OnlineParams(jnp.float32(lr)), "digits", 4, 300)
-        assert correct.shape == (4, 300) and np.all(np.isfinite(loss))
-        assert correct[:, 150:].mean() > 0.8, name
-        assert correct[:, :30].mean() < 0.6, name  # it learned online, from chance
+def test_online_sgd_learns_digits():
+    # The yardstick: online linear SGD on digits gets about 0.88 late in the episode.
+    correct, loss = meta_test(BASELINES["sgd_linear"].make(), OnlineParams(jnp.float32(0.03)), "digits", 4, 300)
+    assert correct.shape == (4, 300) and np.all(np.isfinite(loss))
+    assert correct[:, 150:].mean() > 0.8
+    assert correct[:, :30].mean() < 0.6  # it learned online, from chance

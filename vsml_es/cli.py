@@ -98,10 +98,30 @@ def _cmd_bench(args) -> int:
     return cli_main(args)
 
 
+def _add_clone(sub):
+    p = sub.add_parser("clone", help="fit an LA that runs online SGD by forward running (LA cloning)",
+                       description="Meta-learn backpropagation: fit the shared sub-RNN so each synapse "
+                                   "reproduces online SGD on an ordinary layer (vsml_es/cloning.py).")
+    p.add_argument("config", help="YAML config (its model section is used), e.g. configs/demo_pipeline.yaml")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    p.add_argument("--run-dir", help="run directory (default: runs/clone-<config>-<time>)")
+    p.add_argument("--steps", type=int, default=2000, help="Adam steps (default 2000)")
+    p.add_argument("--alpha", type=float, default=2.0,
+                   help="SGD step per unit error*input on a synapse's weight (default 2.0)")
+    p.set_defaults(func=_cmd_clone)
+
+
+def _cmd_clone(args) -> int:
+    from vsml_es.cloning import clone_command
+
+    return clone_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vsml-es", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_evaluate, _add_bench, _add_plot, _add_export):
+    for add in (_add_train, _add_evaluate, _add_bench, _add_plot, _add_export, _add_clone):
         add(sub)
     return parser
 

@@ -1,0 +1,59 @@
+"""`vsml-es bench`: the fast VSML step agrees with the textbook one, and the JSON is complete."""
+
+import json
+
+import jax
+import numpy as np
+
+from vsml_es.bench import load_textbook, map_members, run_bench
+from vsml_es.cli import main
+from vsml_es.config import ModelConfig
+from vsml_es.model.dense import init_dense_state
+from vsml_es.model.dense import dense_tick as fast_tick
+from vsml_es.model.network import make_vsml
+
+TINY = dict(population_size=4, steps=6, inputs=7, outputs=3, repeats=1)
+
+
+def test_fast_tick_equals_textbook_tick_far_from_init():
+    cfg = ModelConfig(forget_bias=0.0, input_bias=0.0, micro_ticks=3)
+    textbook = load_textbook()
+    la = make_vsml(cfg).init_params(jax.random.PRNGKey(0))
+    la = jax.tree_util.tree_map(lambda x: 3.0 * x + 0.3, la)  # every term matters
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
+    state = init_dense_state(k1, 6, 4, 8, 16, 0.5)
+    state = state._replace(fwd_in=jax.random.normal(k2, (6, 8)), bwd_in=jax.random.normal(k3, (4, 8)))
+    got = fast_tick(la, state, cfg.micro_ticks, cfg.forget_bias, cfg.input_bias)
+    want = textbook.dense_tick(cfg, la, state)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5, rtol=0)
+
+
+def test_bench_reports_equal_numerics_and_all_keys():
+    r = run_bench(**TINY, members_per_vmap=2)
+    assert r["ok"] and max(r["max_abs_diff"].values()) <= 1e-4
+    for key in ("ratio", "ratio_min", "ratio_max", "cpu_ratio", "population", "steps", "shapes",
+                "device", "jax_version", "members_per_vmap", "synapses"):
+        assert key in r, key
+    for impl in ("fast", "textbook"):
+        assert r[impl]["member_steps_per_s"] > 0 and r[impl]["compile_s"] > 0
+        assert len(r[impl]["seconds"]) == TINY["repeats"]
+    assert r["shapes"]["layers"] == [[7, 3]] and r["synapses"] == 21
+    json.dumps(r)  # plain JSON types only
+
+
+def test_member_grouping_changes_results_only_by_rounding():
+    f = lambda x: (x ** 2).sum()
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 3))
+    full = map_members(f, 6, 0)(x)
+    for group in (1, 2, 4):  # 4 falls back to the largest divisor of 6 below it: 3
+        np.testing.assert_allclose(np.asarray(map_members(f, 6, group)(x)), np.asarray(full), rtol=1e-6)
+
+
+def test_cli_bench_prints_one_json_line(capsys):
+    rc = main(["bench", "--population", "2", "--steps", "3", "--inputs", "5", "--outputs", "2",
+               "--repeats", "1"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and len(out) == 1
+    r = json.loads(out[0])
+    assert r["ok"] and r["population"] == 2 and r["shapes"]["layers"] == [[5, 2]]

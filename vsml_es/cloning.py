@@ -148,7 +148,7 @@ def clone_command(args) -> int:
 
     from vsml_es.config import load_config
     from vsml_es.runs.metrics import MetricsLog
-    from vsml_es.runs.run_dir import LA_FILE, write_config
+    from vsml_es.runs.run_dir import LA_FILE, save_la, write_config
 
     cfg = load_config(args.config, args.override)
     if not cfg.model.backward_pass:
@@ -173,8 +173,10 @@ def clone_command(args) -> int:
             print(f"step {i + 1}/{spec.steps} loss {float(loss):.5f} " +
                   " ".join(f"{k} {float(v):.4f}" for k, v in parts.items()), file=sys.stderr, flush=True)
             t0[0] = time.time()
-        if (i + 1) % 500 == 0 or i + 1 == spec.steps:
+        if i + 1 == spec.steps:
             save_checkpoint(run_dir, cfg, la, i + 1)
+        elif (i + 1) % 500 == 0:
+            save_la(run_dir / LA_FILE, la, cfg, i + 1)
 
     try:
         fit_clone(cfg, spec, jax.random.PRNGKey(cfg.seed), on_step=on_step)

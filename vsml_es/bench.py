@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 import jax
+
+from vsml_es.es.member_map import map_members  # noqa: F401  (re-exported)
 import jax.numpy as jnp
 import numpy as np
 
@@ -57,25 +59,6 @@ def load_textbook():
 def default_members_per_vmap() -> int:
     """4 on CPU (fastest measured at the paper's shape, benchmarks/README.md); 0 = all elsewhere."""
     return 4 if jax.default_backend() == "cpu" else 0
-
-
-def map_members(fn, n: int, members_per_vmap: int):
-    """``fn`` over a leading member axis of size ``n``: one vmap, or lax.map over groups.
-
-    The group is the largest divisor of ``n`` not above ``members_per_vmap`` (``0``: all
-    ``n`` in one vmap). Results do not depend on the grouping beyond float rounding.
-    """
-    vfn = jax.vmap(fn)
-    if members_per_vmap <= 0 or members_per_vmap >= n:
-        return vfn
-    group = max(d for d in range(1, members_per_vmap + 1) if n % d == 0)
-
-    def grouped(*args):
-        split = lambda x: x.reshape((n // group, group) + x.shape[1:])
-        out = jax.lax.map(lambda a: vfn(*a), jax.tree_util.tree_map(split, args))
-        return jax.tree_util.tree_map(lambda x: x.reshape((n,) + x.shape[2:]), out)
-
-    return grouped
 
 
 def with_dtype(learner, dtype):
@@ -232,7 +215,7 @@ def cli_main(args) -> int:
     """``vsml-es bench``: print the JSON of :func:`run_bench`; exit 1 if numerics differ."""
     result = run_bench(population_size=args.population, steps=args.steps, inputs=args.inputs,
                        outputs=args.outputs, repeats=args.repeats,
-                       hidden_layers=getattr(args, "hidden_layers", None) or (),
+                       hidden_layers=tuple(int(h) for h in str(getattr(args, "hidden", "") or "").split(",") if h),
                        members_per_vmap=getattr(args, "members_per_vmap", None),
                        textbook=not getattr(args, "no_textbook", False),
                        dtype=getattr(args, "dtype", "float32"))

@@ -89,6 +89,11 @@ def _add_bench(sub):
     p.add_argument("--inputs", type=int, default=784)
     p.add_argument("--outputs", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--hidden", default="", help="hidden layer sizes, e.g. 32 or 32,16")
+    p.add_argument("--members-per-vmap", type=int, default=None,
+                   help="members per vmap (lax.map over groups); default: automatic")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--no-textbook", action="store_true", help="time only the fast step")
     p.set_defaults(func=_cmd_bench)
 
 

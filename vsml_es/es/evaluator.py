@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml_es.config import Config
+from vsml_es.es.member_map import auto_members_per_vmap, map_members
 from vsml_es.model.network import make_vsml
 from vsml_es.tasks.datasets import load_dataset
 from vsml_es.tasks.episode import run_episode
@@ -95,11 +96,21 @@ class PopulationEvaluator:
             d = data[v.dataset]
             member = functools.partial(_member_fitness, self.learner, cfg, v, d.n_classes, d.image_shape)
 
-            def chunk(params, generation, member_ids, x, y, member=member):
+            def chunk(params, generation, member_ids, x, y, member=member, v=v, d=d):
                 keys = jax.vmap(lambda m: pair_key(cfg.seed, generation, m // 2))(member_ids)
-                return jax.vmap(member, in_axes=(0, 0, None, None))(params, keys, x, y)
+                n = member_ids.shape[0]
+                per_vmap = self._members_per_vmap(v.n_in(d.image_shape), d.n_classes)
+                return map_members(lambda p, k: member(p, k, x, y), n, per_vmap)(params, keys)
 
             self._chunks.append(jax.jit(chunk))
+
+    def _members_per_vmap(self, n_in: int, n_out: int) -> int:
+        setting = self.cfg.distributed.members_per_vmap
+        if setting is not None:
+            return setting
+        sizes = [n_in, *self.cfg.model.hidden_layers, n_out]
+        synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        return auto_members_per_vmap(synapses * self.cfg.model.state_size * 2 * 4 * self.cfg.task.batch_size)
 
     @property
     def member_steps(self) -> int:

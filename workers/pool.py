@@ -170,7 +170,16 @@ class RayDispatcher:
         ray = self._ray
         timeout_s = float(timeout_s or os.environ.get(START_TIMEOUT_ENV, 900))
         probes = {h.info.remote(): h for h in handles}
-        ready, waiting = ray.wait(list(probes), num_returns=len(probes), timeout=timeout_s)
+        t0 = time.time()
+        ready, waiting = [], list(probes)
+        while waiting and time.time() - t0 < timeout_s:
+            done, waiting = ray.wait(waiting, num_returns=len(waiting),
+                                     timeout=min(60.0, timeout_s - (time.time() - t0)))
+            ready += done
+            if waiting and time.time() - t0 < timeout_s:
+                self._log(f"{len(ready)} of {len(probes)} workers started after {time.time() - t0:.0f}s; "
+                          f"waiting up to {timeout_s:.0f}s for resources (available: "
+                          f"{ray.available_resources()})")
         errors = []
         for ref in ready:
             try:

@@ -11,6 +11,8 @@ from vsml_es.es.dispatch import InProcessDispatcher
 from workers.pool import RayDispatcher, bind_loopback
 
 GENERATION = 5
+# Ray fork+execs its node processes at once; JAX's warning about fork does not apply.
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 
 
 @pytest.fixture(scope="module")

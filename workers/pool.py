@@ -34,6 +34,7 @@ import warnings
 
 import numpy as np
 
+from vsml_es.es.dispatch import DispatchError
 from workers.evaluator_actor import CACHE_ENV, WORKER_ENV, EvaluatorActor, flatten_population
 
 # Ray's own switch for single-machine use (the default on macOS/Windows): the node's IP is
@@ -42,7 +43,7 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 START_TIMEOUT_ENV = "VSML_ES_WORKER_START_TIMEOUT"
 
 
-class WorkersLostError(RuntimeError):
+class WorkersLostError(DispatchError):
     """The learner has no workers left to evaluate the population (all dead, or too many
     consecutive worker failures). The ES state of the last finished generation is intact:
     checkpoint it and stop; resume with ``vsml-es train --resume RUN_DIR`` once workers

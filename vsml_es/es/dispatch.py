@@ -14,6 +14,11 @@ from vsml_es.config import Config
 from vsml_es.es.evaluator import PopulationEvaluator
 
 
+class DispatchError(RuntimeError):
+    """Evaluation cannot continue (e.g. every worker is gone). The ES state of the last
+    finished generation is intact: the learner checkpoints it and stops."""
+
+
 class InProcessDispatcher:
     """``--address none``: the whole population as one jitted chunk in this process."""
 

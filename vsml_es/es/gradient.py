@@ -17,15 +17,12 @@ works at other sizes, since every synapse runs the same LA.
 
 :class:`GradientStrategy` holds the meta-optimiser's state with evosax's
 ``init``/``get_mean`` so the trainer's setup, checkpoints, ``restore_run`` and ``export``
-work unchanged; :func:`train_gradient` is its generation loop, writing the same run
-directory, metrics keys and checkpoints as the ES loop (``sigma`` is logged as NaN).
+work unchanged; :class:`GradientMetaStep` is one generation of it, run by the trainer's loop
+like the ES step (same run directory, metrics keys and checkpoints; ``sigma`` is NaN).
 """
 
 from __future__ import annotations
 
-import signal
-import time
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -180,107 +177,29 @@ def make_meta_step(cfg: Config, learner: Learner, strategy: GradientStrategy, ds
     return jax.jit(step)
 
 
-# Jitted meta-steps by (config hash, dataset, variant): equal keys compute the same function.
-_COMPILED: dict = {}
+class GradientMetaStep:
+    """One generation of gradient meta-training: ``(state, g) -> (state, loss [P], acc [P], extra)``.
 
+    The trainer's loop (``vsml_es.es.trainer``) runs it exactly like the ES step, so the run
+    directory, metrics, checkpoints and resume are shared. Each task variant's meta-step is
+    compiled once, on first use.
+    """
 
-def train_gradient(cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool = True,
-                   log=print) -> dict:
-    """The gradient meta-training loop; same run directory and resume contract as ES."""
-    from vsml_es.es.trainer import (
-        NonFiniteFitnessError, _Evaluation, _in_main_thread, _raise_stop, _Stop, initial_es_state,
-        restore_run, setup)
-    from vsml_es.runs.checkpoints import Checkpointer
-    from vsml_es.runs.metrics import MetricsLog
-    from vsml_es.runs.progress import Progress
-    from vsml_es.runs.run_dir import LA_FILE, save_la, write_config
-    from vsml_es.tasks.datasets import load_dataset
+    workers = 1
 
-    s = setup(cfg)
-    strategy = s.strategy
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        restored = restore_run(cfg, run_dir, s)
-        state, start = restored.es_state, restored.generation
-        log(f"resuming {run_dir} after generation {start} of {cfg.es.generations}")
-    else:
-        state, start = initial_es_state(s), 0
-    write_config(run_dir, cfg)
-    digest = config_hash(cfg)
-    ds = load_dataset(cfg.task.datasets[0])
-    x, y = jnp.asarray(ds.train_x), jnp.asarray(ds.train_y)
-    variants, probs = task_distribution(cfg, ds)
+    def __init__(self, cfg: Config, learner: Learner, strategy: GradientStrategy):
+        from vsml_es.tasks.datasets import load_dataset
 
-    def meta_step(st, g):
-        i = variant_index(cfg.seed, g, probs)
-        key = (digest, ds.name, variants[i])
-        if key not in _COMPILED:  # compiling takes seconds; a resumed run in-process reuses it
-            _COMPILED[key] = make_meta_step(cfg, s.learner, strategy, ds, variants[i])
-        return _COMPILED[key](st, jnp.int32(g), x, y)
+        self._cfg, self._learner, self._strategy = cfg, learner, strategy
+        self._ds = load_dataset(cfg.task.datasets[0])
+        self._x, self._y = jnp.asarray(self._ds.train_x), jnp.asarray(self._ds.train_y)
+        self._variants, self._probs = task_distribution(cfg, self._ds)
+        self._compiled: dict = {}
 
-    ckpt = Checkpointer(run_dir, cfg.checkpoint.keep)
-    metrics = MetricsLog(run_dir, cfg.logging.tensorboard, start)
-    evaluation = _Evaluation(cfg, s.learner) if cfg.logging.eval_every else None
-    steps_per_member = cfg.task.episode_length * cfg.task.batch_size * cfg.es.episodes_per_member
-    bar = Progress(cfg.es.generations, start, enabled=progress)
-
-    def checkpoint(generation: int, st) -> None:
-        ckpt.save(generation, st, s.root_key, digest)
-        save_la(run_dir / LA_FILE, strategy.get_mean(st), cfg, generation)
-
-    if not resume:
-        checkpoint(0, state)
-    done = start
-    previous = signal.signal(signal.SIGTERM, _raise_stop) if _in_main_thread() else None
-    status = "finished"
-    try:
-        for g in range(start, cfg.es.generations):
-            row = {"generation": g}
-            if evaluation is not None and g % cfg.logging.eval_every == 0:
-                t_eval = time.time()
-                row.update(evaluation(strategy.get_mean(state)))
-                row["eval_seconds"] = time.time() - t_eval
-            t0 = time.time()
-            new_state, loss, acc, norm = meta_step(state, g)
-            loss, acc, norm = np.asarray(loss), np.asarray(acc), float(norm)
-            finite = loss[np.isfinite(loss)]
-            if finite.size == 0:
-                last = ckpt.steps()[-1] if ckpt.steps() else None
-                raise NonFiniteFitnessError(
-                    f"every episode of generation {g} had a non-finite loss; the run stopped. "
-                    f"Last good checkpoint: {run_dir / 'checkpoints' / str(last)} "
-                    f"(try a smaller es.learning_rate or es.grad_clip, then resume or restart)")
-            state = new_state
-            done = g + 1
-            seconds = time.time() - t0
-            row.update({
-                "loss_mean": float(finite.mean()), "loss_best": float(finite.min()),
-                "loss_std": float(finite.std()), "accuracy_mean": float(np.nanmean(acc)),
-                "sigma": float("nan"), "seconds": seconds,
-                "member_steps_per_second": cfg.es.population * steps_per_member / seconds,
-                "workers": 1, "nonfinite": int(loss.size - finite.size), "grad_norm": norm,
-            })
-            metrics.write(row)
-            bar.update(row)
-            if done % cfg.checkpoint.every == 0 or done == cfg.es.generations:
-                checkpoint(done, state)
-    except (KeyboardInterrupt, _Stop):
-        status = "interrupted"
-        bar.close()
-        log(f"\ninterrupted after generation {done}; checkpoint saved. "
-            f"Continue with: vsml-es train --resume {run_dir}")
-        if done not in ckpt.steps():
-            checkpoint(done, state)
-    except Exception:
-        status = "failed"
-        if done not in ckpt.steps():
-            checkpoint(done, state)
-        raise
-    finally:
-        bar.close()
-        metrics.close()
-        ckpt.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    return {"status": status, "generations": done, "run_dir": str(run_dir)}
+    def __call__(self, state: GradientState, generation: int):
+        i = variant_index(self._cfg.seed, generation, self._probs)
+        if i not in self._compiled:
+            self._compiled[i] = make_meta_step(self._cfg, self._learner, self._strategy, self._ds,
+                                               self._variants[i])
+        new, loss, acc, norm = self._compiled[i](state, jnp.int32(generation), self._x, self._y)
+        return new, np.asarray(loss), np.asarray(acc), {"sigma": float("nan"), "grad_norm": float(norm)}

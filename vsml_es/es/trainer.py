@@ -23,7 +23,7 @@ import numpy as np
 from vsml_es.config import Config, ConfigError, config_hash, load_config
 from vsml_es.es.strategy import make_strategy, member_order
 from vsml_es.model.network import make_vsml
-from vsml_es.runs.checkpoints import Checkpointer, CheckpointError
+from vsml_es.runs.checkpoints import Checkpointer, CheckpointError, signals_deferred
 from vsml_es.runs.metrics import MetricsLog, read_metrics
 from vsml_es.runs.progress import Progress
 from vsml_es.runs.run_dir import LA_FILE, read_config, save_la, write_config
@@ -116,91 +116,120 @@ class _Stop(Exception):
     """Raised by the SIGTERM handler (preemption) to stop like Ctrl-C."""
 
 
+class ESMetaStep:
+    """One ES generation: ask, evaluate the members (via the dispatcher), tell.
+
+    ``(state, g) -> (state, loss [P], accuracy [P], extra metrics)``. Non-finite losses are
+    replaced by the worst finite one before ``tell``; if none is finite the state is
+    returned unchanged and the loop stops the run.
+    """
+
+    def __init__(self, s: MetaSetup, dispatcher):
+        self._s, self._dispatcher = s, dispatcher
+        self._inv_order = np.argsort(s.order)
+        self._ask_root = jax.random.fold_in(s.root_key, _ASK)
+        self._tell_root = jax.random.fold_in(s.root_key, _TELL)
+
+    @property
+    def workers(self) -> int:
+        return int(self._dispatcher.workers)
+
+    def __call__(self, es_state, g: int):
+        s = self._s
+        population, asked = s.strategy.ask(jax.random.fold_in(self._ask_root, g), es_state, s.es_params)
+        members = jax.tree_util.tree_map(lambda a: a[s.order], population)
+        loss, acc = self._dispatcher.evaluate(members, g)
+        loss = np.asarray(loss, np.float32)
+        fitness, nonfinite = _replace_nonfinite(loss)
+        if nonfinite == len(fitness):
+            return es_state, loss, acc, {}
+        es_state, _ = s.strategy.tell(jax.random.fold_in(self._tell_root, g), population,
+                                      jnp.asarray(fitness[self._inv_order]), asked, s.es_params)
+        sigma = float(jnp.mean(getattr(es_state, "std", jnp.nan)))
+        return es_state, loss, acc, {"sigma": sigma, **getattr(self._dispatcher, "stats", {})}
+
+
 def train(cfg: Config, run_dir: Path, dispatcher, *, resume: bool = False,
           progress: bool = True, log=print) -> dict:
-    """Run (or continue) meta-training in ``run_dir``. Returns a short summary dict."""
-    if cfg.es.strategy == "gradient":  # its own loop, same run directory contract
-        from vsml_es.es.gradient import train_gradient
+    """Run (or continue) meta-training in ``run_dir``. Returns a short summary dict.
 
-        return train_gradient(cfg, run_dir, resume=resume, progress=progress, log=log)
+    ``es.strategy: gradient`` takes gradient steps in this process (``dispatcher`` unused);
+    every other strategy is ES, evaluated by ``dispatcher``.
+    """
     s = setup(cfg)
+    if cfg.es.strategy == "gradient":
+        from vsml_es.es.gradient import GradientMetaStep
+
+        step = GradientMetaStep(cfg, s.learner, s.strategy)
+    else:
+        step = ESMetaStep(s, dispatcher)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         restored = restore_run(cfg, run_dir, s)
-        es_state, start = restored.es_state, restored.generation
+        state, start = restored.es_state, restored.generation
         log(f"resuming {run_dir} after generation {start} of {cfg.es.generations}")
     else:
-        es_state, start = initial_es_state(s), 0
+        state, start = initial_es_state(s), 0
     write_config(run_dir, cfg)
     digest = config_hash(cfg)
     ckpt = Checkpointer(run_dir, cfg.checkpoint.keep)
     metrics = MetricsLog(run_dir, cfg.logging.tensorboard, start)
     evaluation = _Evaluation(cfg, s.learner) if cfg.logging.eval_every else None
-    inv_order = np.argsort(s.order)
-    ask_root = jax.random.fold_in(s.root_key, _ASK)
-    tell_root = jax.random.fold_in(s.root_key, _TELL)
-    steps_per_member = dispatcher.evaluator.member_steps if hasattr(dispatcher, "evaluator") else (
-        cfg.task.episode_length * cfg.task.batch_size * cfg.es.episodes_per_member)
+    steps_per_member = cfg.task.episode_length * cfg.task.batch_size * cfg.es.episodes_per_member
     bar = Progress(cfg.es.generations, start, enabled=progress)
 
-    def checkpoint(generation: int, state) -> None:
-        metrics.flush()  # everything up to a checkpoint is on disk before it exists
-        ckpt.save(generation, state, s.root_key, digest)
-        save_la(run_dir / LA_FILE, s.strategy.get_mean(state), cfg, generation)
+    def checkpoint(generation: int, st) -> None:
+        with signals_deferred():  # Ctrl-C lands after the checkpoint, never inside it
+            metrics.flush()  # everything up to a checkpoint is on disk before it exists
+            ckpt.save(generation, st, s.root_key, digest)
+            save_la(run_dir / LA_FILE, s.strategy.get_mean(st), cfg, generation)
 
     if not resume:
-        checkpoint(0, es_state)
-    done = start  # generations completed and reflected in es_state
+        checkpoint(0, state)
+    done = start  # generations completed and reflected in ``state``
     previous = signal.signal(signal.SIGTERM, _raise_stop) if _in_main_thread() else None
     status = "finished"
     try:
         for g in range(start, cfg.es.generations):
             row = {"generation": g}
-            if evaluation is not None and g % cfg.logging.eval_every == 0:
+            if evaluation is not None and (g % cfg.logging.eval_every == 0 or g == cfg.es.generations - 1):
                 t_eval = time.time()
-                row.update(evaluation(s.strategy.get_mean(es_state)))
+                row.update(evaluation(s.strategy.get_mean(state)))
                 row["eval_seconds"] = time.time() - t_eval
             t0 = time.time()
-            population, asked = s.strategy.ask(jax.random.fold_in(ask_root, g), es_state, s.es_params)
-            members = jax.tree_util.tree_map(lambda a: a[s.order], population)
-            loss, acc = dispatcher.evaluate(members, g)
-            fitness, nonfinite = _replace_nonfinite(np.asarray(loss, np.float32))
-            if nonfinite == len(fitness):
+            new_state, loss, acc, extra = step(state, g)
+            finite = loss[np.isfinite(loss)]
+            if finite.size == 0:
                 last = ckpt.steps()[-1] if ckpt.steps() else None
                 raise NonFiniteFitnessError(
                     f"every member of generation {g} had a non-finite fitness; the run stopped. "
                     f"Last good checkpoint: {run_dir / 'checkpoints' / str(last)} "
                     f"(try a smaller es.sigma or es.learning_rate, then resume or restart)")
-            es_state, _ = s.strategy.tell(jax.random.fold_in(tell_root, g), population,
-                                          jnp.asarray(fitness[inv_order]), asked, s.es_params)
-            done = g + 1
+            state, done = new_state, g + 1
             seconds = time.time() - t0
-            finite = loss[np.isfinite(loss)]
             row.update({
                 "loss_mean": float(finite.mean()), "loss_best": float(finite.min()),
                 "loss_std": float(finite.std()), "accuracy_mean": float(np.nanmean(acc)),
-                "sigma": float(jnp.mean(getattr(es_state, "std", jnp.nan))),
                 "seconds": seconds,
                 "member_steps_per_second": cfg.es.population * steps_per_member / seconds,
-                "workers": int(dispatcher.workers), "nonfinite": nonfinite,
-                **getattr(dispatcher, "stats", {}),
+                "workers": step.workers, "nonfinite": int(loss.size - finite.size), **extra,
             })
             metrics.write(row)
             bar.update(row)
             if done % cfg.checkpoint.every == 0 or done == cfg.es.generations:
-                checkpoint(done, es_state)
+                checkpoint(done, state)
     except (KeyboardInterrupt, _Stop):
         status = "interrupted"
         bar.close()
         log(f"\ninterrupted after generation {done}; checkpoint saved. "
             f"Continue with: vsml-es train --resume {run_dir}")
         if done not in ckpt.steps():
-            checkpoint(done, es_state)
+            checkpoint(done, state)
     except Exception:
         status = "failed"
         if done not in ckpt.steps():
-            checkpoint(done, es_state)
+            checkpoint(done, state)
         raise
     finally:
         bar.close()
@@ -264,7 +293,7 @@ def summarize(cfg: Config, run_dir: Path, log=print) -> None:
 def train_command(args) -> int:
     """``vsml-es train``: a new run from CONFIG, or ``--resume RUN_DIR``."""
     from vsml_es.cli import UserError
-    from vsml_es.es.dispatch import make_dispatcher
+    from vsml_es.es.dispatch import DispatchError, make_dispatcher
 
     if args.resume:
         if args.config:
@@ -293,8 +322,8 @@ def train_command(args) -> int:
     try:
         result = train(cfg, run_dir, dispatcher, resume=bool(args.resume),
                        log=lambda m: print(m, file=sys.stderr))
-    except NonFiniteFitnessError as err:
-        raise UserError(str(err)) from None
+    except (NonFiniteFitnessError, DispatchError) as err:
+        raise UserError(f"{err} (checkpoint saved; continue with: vsml-es train --resume {run_dir})") from None
     finally:
         dispatcher.close()
     if result["status"] == "interrupted":

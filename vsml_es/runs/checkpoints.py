@@ -10,7 +10,10 @@ naming it. No pickle is involved anywhere (arrays in tensorstore, metadata as JS
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +23,25 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM until the block ends, then deliver them: a Ctrl-C or preemption
+    never interrupts a checkpoint write halfway (the handler would then write it again)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    old = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+           for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(received):
+            signal.raise_signal(s)
 
 
 class CheckpointError(RuntimeError):
@@ -37,9 +59,10 @@ class Checkpointer:
         tree = {"es_state": es_state, "key": jax.random.key_data(key)
                 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key}
         meta = {"generation": int(generation), "config_hash": config_hash}
-        self._manager.save(generation, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
-        self._manager.wait_until_finished()
+        with signals_deferred():
+            self._manager.save(generation, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
+            self._manager.wait_until_finished()
 
     def steps(self) -> list[int]:
         self._manager.reload()

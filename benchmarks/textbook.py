@@ -27,8 +27,8 @@ import jax.numpy as jnp
 from vsml_es.config import ModelConfig
 from vsml_es.learner import Learner
 from vsml_es.model.dense import DenseState
-from vsml_es.model.network import VSMLState, init_state, merge_batch
-from vsml_es.model.sub_rnn import SubRNNParams, init_sub_rnn
+from vsml_es.model.network import make_vsml
+from vsml_es.model.sub_rnn import SubRNNParams
 
 
 def synapse_update(params: SubRNNParams, cfg: ModelConfig, fwd_a, bwd_b, h, c):
@@ -59,48 +59,6 @@ def dense_tick(cfg: ModelConfig, params: SubRNNParams, layer: DenseState):
     return layer._replace(h=h, c=c), out_fwd.mean(axis=0), out_bwd.mean(axis=1)
 
 
-def _input_message(v, m):
-    return jnp.zeros((v.shape[0], m), v.dtype).at[:, 0].set(v)
-
-
-def predict(cfg: ModelConfig, params: SubRNNParams, state: VSMLState, x):
-    layers = list(state.layers)
-    fwd = _input_message(x, cfg.message_size)
-    for k in range(len(layers)):
-        layers[k], fwd, bwd = dense_tick(cfg, params, layers[k]._replace(fwd_in=fwd))
-        if k > 0:
-            layers[k - 1] = layers[k - 1]._replace(bwd_in=bwd)
-    out = fwd[:, cfg.output_channel]
-    if cfg.tanh_bound:
-        out = cfg.tanh_bound * jnp.tanh(out / cfg.tanh_bound)
-    return out, VSMLState(tuple(layers))
-
-
-def learn(cfg: ModelConfig, params: SubRNNParams, state: VSMLState, x, error, label):
-    layers = list(state.layers)
-    bwd = _input_message(error, cfg.message_size)
-    if cfg.feed_label:
-        bwd = bwd.at[:, 1].set(label)
-    layers[-1] = layers[-1]._replace(bwd_in=bwd)
-    if not cfg.backward_pass:
-        return VSMLState(tuple(layers))
-    layers[0] = layers[0]._replace(fwd_in=_input_message(x, cfg.message_size))
-    for k in reversed(range(len(layers))):
-        layers[k], fwd, bwd = dense_tick(cfg, params, layers[k])
-        if k + 1 < len(layers):
-            layers[k + 1] = layers[k + 1]._replace(fwd_in=fwd)
-        if k > 0:
-            layers[k - 1] = layers[k - 1]._replace(bwd_in=bwd)
-    layers[-1] = layers[-1]._replace(bwd_in=jnp.zeros_like(layers[-1].bwd_in))
-    return VSMLState(tuple(layers))
-
-
 def make_textbook_vsml(cfg: ModelConfig) -> Learner:
-    """The textbook learner; same interface and state init as ``make_vsml(cfg)``."""
-    return Learner(
-        init_params=lambda key: init_sub_rnn(key, cfg.message_size, cfg.state_size),
-        init_state=functools.partial(init_state, cfg),
-        predict=functools.partial(predict, cfg),
-        learn=functools.partial(learn, cfg),
-        merge_batch=merge_batch,
-    )
+    """The textbook learner: the project's network with the per-synapse tick above."""
+    return make_vsml(cfg, tick=dense_tick)

@@ -48,16 +48,17 @@ def _input_message(x: jax.Array, message_size: int) -> jax.Array:
     return jnp.zeros((x.shape[0], message_size), x.dtype).at[:, 0].set(x)
 
 
-def _tick(cfg: ModelConfig, params: SubRNNParams, layer: DenseState):
+def fast_tick(cfg: ModelConfig, params: SubRNNParams, layer: DenseState):
+    """A layer's micro ticks: ``(cfg, params, layer) -> (layer, fwd_out [B, M], bwd_out [A, M])``."""
     return dense_tick(params, layer, cfg.micro_ticks, cfg.forget_bias, cfg.input_bias)
 
 
-def predict(cfg: ModelConfig, params: SubRNNParams, state: VSMLState, x: jax.Array):
+def predict(cfg: ModelConfig, params: SubRNNParams, state: VSMLState, x: jax.Array, tick=fast_tick):
     """Forward sweep on x [n_in]; returns (logits [n_out], state)."""
     layers = list(state.layers)
     fwd = _input_message(x, cfg.message_size)
     for k in range(len(layers)):
-        layer, fwd, bwd = _tick(cfg, params, layers[k]._replace(fwd_in=fwd))
+        layer, fwd, bwd = tick(cfg, params, layers[k]._replace(fwd_in=fwd))
         layers[k] = layer
         if k > 0:
             layers[k - 1] = layers[k - 1]._replace(bwd_in=bwd)  # heard next step
@@ -68,7 +69,7 @@ def predict(cfg: ModelConfig, params: SubRNNParams, state: VSMLState, x: jax.Arr
 
 
 def learn(cfg: ModelConfig, params: SubRNNParams, state: VSMLState, x: jax.Array,
-          error: jax.Array, label: jax.Array) -> VSMLState:
+          error: jax.Array, label: jax.Array, tick=fast_tick) -> VSMLState:
     """Feed back error [n_out] (and the one-hot label if ``feed_label``)."""
     layers = list(state.layers)
     bwd = jnp.zeros((error.shape[0], cfg.message_size), error.dtype).at[:, 0].set(error)
@@ -79,7 +80,7 @@ def learn(cfg: ModelConfig, params: SubRNNParams, state: VSMLState, x: jax.Array
         return VSMLState(tuple(layers))
     layers[0] = layers[0]._replace(fwd_in=_input_message(x, cfg.message_size))
     for k in reversed(range(len(layers))):
-        layer, fwd, bwd = _tick(cfg, params, layers[k])
+        layer, fwd, bwd = tick(cfg, params, layers[k])
         layers[k] = layer
         if k + 1 < len(layers):
             layers[k + 1] = layers[k + 1]._replace(fwd_in=fwd)
@@ -99,12 +100,16 @@ def merge_batch(state: VSMLState) -> VSMLState:
     return VSMLState(tuple(l._replace(h=merge(l.h), c=merge(l.c)) for l in state.layers))
 
 
-def make_vsml(cfg: ModelConfig) -> Learner:
-    """The VSML learner for a model config; ``params`` is the LA (a SubRNNParams)."""
+def make_vsml(cfg: ModelConfig, tick=fast_tick) -> Learner:
+    """The VSML learner for a model config; ``params`` is the LA (a SubRNNParams).
+
+    ``tick`` runs one layer's micro ticks (default: the fast dense tick); the textbook
+    implementation in benchmarks/ swaps in a per-synapse one and keeps everything else.
+    """
     return Learner(
         init_params=lambda key: init_sub_rnn(key, cfg.message_size, cfg.state_size),
         init_state=functools.partial(init_state, cfg),
-        predict=functools.partial(predict, cfg),
-        learn=functools.partial(learn, cfg),
+        predict=functools.partial(predict, cfg, tick=tick),
+        learn=functools.partial(learn, cfg, tick=tick),
         merge_batch=merge_batch,
     )

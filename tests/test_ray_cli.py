@@ -107,3 +107,16 @@ def test_ctrl_c_checkpoints_and_leaves_no_ray_process_and_ray_listens_on_loopbac
     assert _alive(procs) == [], f"Ray processes left after Ctrl-C: {_alive(procs)}"
     done = len(metrics(run_dir))
     assert done >= 2 and str(done) in os.listdir(run_dir / "checkpoints")
+
+
+@pytest.mark.slow
+def test_four_workers_match_in_process(tmp_path):
+    """Slow: four workers compile side by side on two cores. The 1/2-worker tests above and in
+    test_ray_dispatch.py cover the same dispatch logic in the default run."""
+    vsml_es(*train_args(tmp_path / "four", 2, "--workers", "4"))
+    vsml_es(*train_args(tmp_path / "none", 2, "--address", "none"))
+    four, in_process = metrics(tmp_path / "four"), metrics(tmp_path / "none")
+    assert [r["workers"] for r in four] == [4, 4]
+    for a, b in zip(four, in_process):
+        for key in ("loss_mean", "loss_best", "loss_std", "accuracy_mean"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (a["generation"], key)

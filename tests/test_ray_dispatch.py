@@ -122,3 +122,4 @@ def test_workers_gone_for_good_then_workers_lost_error(ray_session, two_workers,
     with pytest.raises(WorkersLostError, match="generation 4"):
         two_workers.evaluate(population, 4)
     assert two_workers.workers == 0
+

@@ -198,6 +198,10 @@ def test_cli_end_to_end_plot_export_and_errors(reference_run, tmp_path):
         (["train", "configs/demo.yaml", "-o", "es.population=7"], "es.population: got 7"),
         (["train", "--resume", str(tmp_path / "missing")], "does not exist"),
         (["export", str(tmp_path), str(out)], "not a vsml-es run directory"),
+        (["train", "configs/demo.yaml", "--address", "none", "--run-dir", str(tmp_path / "r"),
+          "-o", f"es.init_from={tmp_path / 'c.png'}"], "not a readable .npz LA file"),
+        (["train", "--resume", str(tmp_path)], "not a vsml-es run directory"),
+        (["bench", "--population", "0"], "--population must be >= 1"),
     ]:
         proc = _cli(*args, cwd=Path(__file__).parent.parent)
         _, err = proc.communicate(timeout=120)

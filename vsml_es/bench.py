@@ -213,6 +213,13 @@ def run_bench(population_size: int = 32, steps: int = 50, inputs: int = 784, out
 
 def cli_main(args) -> int:
     """``vsml-es bench``: print the JSON of :func:`run_bench`; exit 1 if numerics differ."""
+    from vsml_es.cli import UserError
+
+    for name in ("population", "steps", "inputs", "outputs", "repeats"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.members_per_vmap is not None and args.members_per_vmap < 0:
+        raise UserError(f"--members-per-vmap must be >= 0, got {args.members_per_vmap}")
     result = run_bench(population_size=args.population, steps=args.steps, inputs=args.inputs,
                        outputs=args.outputs, repeats=args.repeats,
                        hidden_layers=tuple(int(h) for h in str(getattr(args, "hidden", "") or "").split(",") if h),

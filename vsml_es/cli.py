@@ -144,4 +144,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package module's main, not this __main__ copy: exception classes such as
+    # UserError must be the ones the rest of the package raises.
+    from vsml_es.cli import main as package_main
+
+    sys.exit(package_main())

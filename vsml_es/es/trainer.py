@@ -300,6 +300,8 @@ def train_command(args) -> int:
             raise UserError("give either CONFIG (new run) or --resume RUN_DIR, not both")
         run_dir = Path(args.resume)
         cfg = read_config(run_dir, args.override)
+        if not any(p.name.isdigit() for p in (run_dir / "checkpoints").glob("*")):  # before starting workers
+            raise CheckpointError(f"no checkpoint in {run_dir / 'checkpoints'}; start a new run instead of --resume")
     else:
         if not args.config:
             raise UserError("missing CONFIG: vsml-es train configs/demo.yaml (or --resume RUN_DIR)")

@@ -86,7 +86,9 @@ def load_la(path: str | Path) -> SubRNNParams:
     except (ValueError, OSError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"{path} is not a readable .npz LA file ({err})") from None
+        reason = "not an .npz archive" if "pickle" in str(err) else str(err)
+        raise ConfigError(f"{path} is not a readable .npz LA file ({reason}); "
+                          f"write one with vsml-es export RUN_DIR OUT.npz") from None
 
 
 def export_la(run_dir: str | Path, out: str | Path) -> Path:

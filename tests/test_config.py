@@ -1,5 +1,7 @@
 """Config loading: defaults, overrides, and one-line errors that name key, value and what is allowed."""
 
+from pathlib import Path
+
 import pytest
 
 from vsml_es.config import Config, ConfigError, config_hash, load_config
@@ -47,3 +49,10 @@ def test_hash_ignores_what_may_change_on_resume():
     assert config_hash(base) == config_hash(load_config(None, ["distributed.workers=4", "es.generations=9",
                                                               "logging.eval_every=0"]))
     assert config_hash(base) != config_hash(load_config(None, ["es.sigma=0.1"]))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    cfg = load_config(path)
+    assert cfg.es.population % 2 == 0 and cfg.task.episode_length >= 1

@@ -22,8 +22,8 @@ from vsml_es.learner import Learner
 from vsml_es.config import ConfigError
 from vsml_es.tasks.datasets import (DATASETS, ChecksumError, Dataset, DatasetUnavailable,
                                     available_datasets, load_dataset)
-from vsml_es.tasks.episode import run_episode
-from vsml_es.tasks.sampling import TaskVariant, sample_variant_task
+from vsml_es.tasks.episode import run_task_episode
+from vsml_es.tasks.sampling import TaskVariant
 
 
 def task_keys(seed: int, n_tasks: int) -> jax.Array:
@@ -39,10 +39,8 @@ def _tasks_fn(learner: Learner, n_classes: int, image_shape: tuple, variant: Tas
     learner's new params (the trainer's periodic evaluation) reuse the compiled code."""
 
     def one(params, key, x, y):
-        k_task, k_init = jax.random.split(key)
-        xs, ys = sample_variant_task(k_task, x, y, n_classes, image_shape, variant, steps, batch_size,
-                                     label_permutation)
-        res = run_episode(learner, params, k_init, xs, ys, variant.n_way)
+        res = run_task_episode(learner, params, key, x, y, n_classes, image_shape, variant, steps,
+                               batch_size, label_permutation)
         return res.correct, res.loss
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None)))

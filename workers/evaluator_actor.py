@@ -43,35 +43,13 @@ def default_cache_dir() -> str | None:
     return value or os.path.join(os.path.expanduser("~"), ".cache", "vsml-es", "xla")
 
 
-def layout_of(template) -> tuple[list[tuple[int, ...]], object]:
-    """(per-member leaf shapes, tree structure) of an LA pytree."""
-    import jax
-
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    return [tuple(np.shape(leaf)) for leaf in leaves], treedef
-
-
 def flatten_population(population) -> np.ndarray:
-    """LA pytree with leading axis P -> float32 ``[P, D]`` (leaves in tree order)."""
+    """LA pytree with leading axis P -> float32 ``[P, D]`` (``ravel_pytree`` per member)."""
     import jax
+    from jax.flatten_util import ravel_pytree
 
-    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(jax.device_get(population))]
-    p = leaves[0].shape[0]
-    return np.ascontiguousarray(np.concatenate([leaf.reshape(p, -1) for leaf in leaves], axis=1),
-                                dtype=np.float32)
-
-
-def unflatten_population(flat: np.ndarray, shapes, treedef):
-    """Inverse of :func:`flatten_population` for a known per-member layout."""
-    import jax
-
-    n = flat.shape[0]
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
-    if flat.shape[1] != sum(sizes):
-        raise ValueError(f"parameter row has {flat.shape[1]} floats, this worker's LA has {sum(sizes)}")
-    parts = np.split(flat, np.cumsum(sizes)[:-1], axis=1)
-    leaves = [part.reshape((n,) + tuple(s)) for part, s in zip(parts, shapes)]
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    flat = jax.vmap(lambda member: ravel_pytree(member)[0])(population)
+    return np.ascontiguousarray(np.asarray(flat), dtype=np.float32)
 
 
 class EvaluatorActor:
@@ -98,9 +76,11 @@ class EvaluatorActor:
         self.cfg = from_dict(cfg_dict)
         self.chunk_size = int(chunk_size)
         self.evaluator = PopulationEvaluator(self.cfg)
-        template = self.evaluator.learner.init_params(jax.random.PRNGKey(0))
-        self.shapes, self.treedef = layout_of(template)
-        self.n_params = sum(int(np.prod(s, dtype=np.int64)) for s in self.shapes)
+        from jax.flatten_util import ravel_pytree
+
+        flat_template, unravel = ravel_pytree(self.evaluator.learner.init_params(jax.random.PRNGKey(0)))
+        self._unravel_chunk = jax.jit(jax.vmap(unravel))  # [chunk, D] -> LA pytree [chunk, ...]
+        self.n_params = int(flat_template.size)
         t1 = time.time()
         # Compile now (generation 0's task variants), so the first generation is not slower
         # than the rest and a restarted worker is ready when its probe returns.
@@ -127,6 +107,9 @@ class EvaluatorActor:
         if flat_params.shape[0] != self.chunk_size or member_ids.shape != (self.chunk_size,):
             raise ValueError(f"chunk of {flat_params.shape[0]} members / {member_ids.shape} ids; "
                              f"this worker is compiled for exactly {self.chunk_size}")
-        params = unflatten_population(flat_params, self.shapes, self.treedef)
+        if flat_params.shape[1] != self.n_params:
+            raise ValueError(f"parameter row has {flat_params.shape[1]} floats, this worker's LA has "
+                             f"{self.n_params}")
+        params = self._unravel_chunk(flat_params)
         loss, acc = self.evaluator(params, int(generation), member_ids)
         return np.asarray(loss, np.float32), np.asarray(acc, np.float32)

@@ -31,8 +31,8 @@ from vsml_es.config import Config
 from vsml_es.es.member_map import auto_members_per_vmap, map_members
 from vsml_es.model.network import make_vsml
 from vsml_es.tasks.datasets import load_dataset
-from vsml_es.tasks.episode import run_episode
-from vsml_es.tasks.sampling import TaskVariant, sample_variant_task, task_variants
+from vsml_es.tasks.episode import run_task_episode
+from vsml_es.tasks.sampling import TaskVariant, task_variants
 
 
 def task_root(seed: int) -> jax.Array:
@@ -52,21 +52,26 @@ def pair_variants(seed: int, generation: int, pairs: np.ndarray, probs: np.ndarr
     return np.minimum(np.searchsorted(cdf, u, side="right"), len(probs) - 1)
 
 
-def _member_fitness(learner, cfg: Config, variant: TaskVariant, n_classes: int, image_shape: tuple,
-                    params, key, x, y):
-    """Mean loss and online accuracy of one member over ``episodes_per_member`` episodes."""
+def member_fitness(learner, cfg: Config, variant: TaskVariant, n_classes: int, image_shape: tuple,
+                   params, key, x, y):
+    """Mean loss and online accuracy of one member over ``episodes_per_member`` episodes,
+    episode ``e`` keyed ``fold_in(key, e)``."""
     t = cfg.task
 
     def episode(k):
-        k_task, k_init = jax.random.split(k)
-        xs, ys = sample_variant_task(k_task, x, y, n_classes, image_shape, variant, t.episode_length,
-                                     t.batch_size, t.label_permutation)
-        res = run_episode(learner, params, k_init, xs, ys, variant.n_way)
+        res = run_task_episode(learner, params, k, x, y, n_classes, image_shape, variant,
+                               t.episode_length, t.batch_size, t.label_permutation)
         return res.loss.mean(), res.correct.mean()
 
     keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.arange(cfg.es.episodes_per_member))
     loss, acc = jax.vmap(episode)(keys)
     return loss.mean(), acc.mean()
+
+
+def member_steps(cfg: Config) -> int:
+    """Learner steps one member's evaluation takes (for throughput metrics)."""
+    t = cfg.task
+    return t.episode_length * t.batch_size * cfg.es.episodes_per_member
 
 
 def build_variants(cfg: Config) -> tuple[list, np.ndarray, dict]:
@@ -94,7 +99,7 @@ class PopulationEvaluator:
         self._chunks = []
         for v in self.variants:
             d = data[v.dataset]
-            member = functools.partial(_member_fitness, self.learner, cfg, v, d.n_classes, d.image_shape)
+            member = functools.partial(member_fitness, self.learner, cfg, v, d.n_classes, d.image_shape)
 
             def chunk(params, generation, member_ids, x, y, member=member, v=v, d=d):
                 keys = jax.vmap(lambda m: pair_key(cfg.seed, generation, m // 2))(member_ids)
@@ -114,9 +119,7 @@ class PopulationEvaluator:
 
     @property
     def member_steps(self) -> int:
-        """Learner steps one member's evaluation takes (for throughput metrics)."""
-        t = self.cfg.task
-        return t.episode_length * t.batch_size * self.cfg.es.episodes_per_member
+        return member_steps(self.cfg)
 
     def member_variants(self, generation: int, member_ids) -> list[TaskVariant]:
         """Which task variant each member is evaluated on (for logging and tests)."""

@@ -33,8 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 from vsml_es.config import Config, ESConfig, config_hash
 from vsml_es.learner import Learner
-from vsml_es.tasks.episode import run_episode
-from vsml_es.tasks.sampling import sample_variant_task, task_variants
+from vsml_es.tasks.sampling import task_variants
 
 
 class GradientState(NamedTuple):
@@ -115,23 +114,14 @@ def for_meta_gradient(learner: Learner, truncation: int = 0) -> Learner:
 def make_meta_loss(cfg: Config, learner: Learner, ds, variant):
     """``loss(la, generation, x, y) -> (mean loss, (loss [P], accuracy [P]))`` for tasks of
     one :class:`~vsml_es.tasks.sampling.TaskVariant` (its shapes fix the jitted function)."""
-    from vsml_es.es.evaluator import pair_key
+    from vsml_es.es.evaluator import member_fitness, pair_key
 
-    t, e = cfg.task, cfg.es
+    e = cfg.es
     grad_learner = for_meta_gradient(learner, e.truncation)
 
-    def episode(la, key, x, y):
-        k_task, k_init = jax.random.split(key)
-        xs, ys = sample_variant_task(k_task, x, y, ds.n_classes, ds.image_shape, variant,
-                                     t.episode_length, t.batch_size, t.label_permutation)
-        res = run_episode(grad_learner, la, k_init, xs, ys, variant.n_way)
-        return res.loss.mean(), res.correct.mean()
-
-    def member(la, generation, m, x, y):
-        key = pair_key(cfg.seed, generation, m)
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(e.episodes_per_member))
-        loss, acc = jax.vmap(episode, in_axes=(None, 0, None, None))(la, keys, x, y)
-        return loss.mean(), acc.mean()
+    def member(la, generation, m, x, y):  # the ES member's fitness, differentiable in ``la``
+        return member_fitness(grad_learner, cfg, variant, ds.n_classes, ds.image_shape, la,
+                              pair_key(cfg.seed, generation, m), x, y)
 
     def loss_fn(la, generation, x, y):
         loss, acc = jax.vmap(member, in_axes=(None, None, 0, None, None))(

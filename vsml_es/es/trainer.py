@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml_es.config import Config, ConfigError, config_hash, load_config
+from vsml_es.es.evaluator import member_steps
 from vsml_es.es.strategy import make_strategy, member_order
 from vsml_es.model.network import make_vsml
 from vsml_es.runs.checkpoints import Checkpointer, CheckpointError, signals_deferred
@@ -28,7 +29,8 @@ from vsml_es.runs.metrics import MetricsLog, read_metrics
 from vsml_es.runs.progress import Progress
 from vsml_es.runs.run_dir import LA_FILE, read_config, save_la, write_config
 
-# Sub-keys of the run's root key: one purpose each, never reused.
+# Sub-keys of the run's root key: one purpose each, never reused. _TASKS (1) is the one
+# ``vsml_es.es.evaluator.task_root`` folds in; it is listed here so no other use takes it.
 _LA_INIT, _TASKS, _ASK, _TELL, _ES_INIT = range(5)
 
 
@@ -153,7 +155,7 @@ def train(cfg: Config, run_dir: Path, dispatcher, *, resume: bool = False,
           progress: bool = True, log=print) -> dict:
     """Run (or continue) meta-training in ``run_dir``. Returns a short summary dict.
 
-    ``es.strategy: gradient`` takes gradient steps in this process (``dispatcher`` unused);
+    ``es.strategy: gradient`` takes gradient steps in this process (``dispatcher`` unused, may be None);
     every other strategy is ES, evaluated by ``dispatcher``.
     """
     s = setup(cfg)
@@ -176,7 +178,7 @@ def train(cfg: Config, run_dir: Path, dispatcher, *, resume: bool = False,
     ckpt = Checkpointer(run_dir, cfg.checkpoint.keep)
     metrics = MetricsLog(run_dir, cfg.logging.tensorboard, start)
     evaluation = _Evaluation(cfg, s.learner) if cfg.logging.eval_every else None
-    steps_per_member = cfg.task.episode_length * cfg.task.batch_size * cfg.es.episodes_per_member
+    steps_per_member = member_steps(cfg)
     bar = Progress(cfg.es.generations, start, enabled=progress)
 
     def checkpoint(generation: int, st) -> None:
@@ -319,15 +321,16 @@ def train_command(args) -> int:
 
         cfg = from_dict({**to_dict(cfg), "distributed": dataclasses.asdict(dist)})
     print(f"run directory: {run_dir}  (tensorboard --logdir {run_dir})", file=sys.stderr)
-    # Gradient meta-training runs in this process; it never uses the dispatcher's workers.
-    dispatcher = make_dispatcher(cfg, address="none" if cfg.es.strategy == "gradient" else None)
+    # Gradient meta-training takes its steps in this process: no dispatcher, no workers.
+    dispatcher = None if cfg.es.strategy == "gradient" else make_dispatcher(cfg)
     try:
         result = train(cfg, run_dir, dispatcher, resume=bool(args.resume),
                        log=lambda m: print(m, file=sys.stderr))
     except (NonFiniteFitnessError, DispatchError) as err:
         raise UserError(f"{err} (checkpoint saved; continue with: vsml-es train --resume {run_dir})") from None
     finally:
-        dispatcher.close()
+        if dispatcher is not None:
+            dispatcher.close()
     if result["status"] == "interrupted":
         return 130
     if getattr(args, "summary", False):

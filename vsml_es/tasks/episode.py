@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml_es.learner import Learner
+from vsml_es.tasks.sampling import TaskVariant, sample_variant_task
 
 
 class EpisodeResult(NamedTuple):
@@ -48,3 +49,17 @@ def run_episode(learner: Learner, params, key: jax.Array, xs: jax.Array, ys: jax
 
     _, (loss, correct) = jax.lax.scan(step, state, (xs, ys))
     return EpisodeResult(loss, correct)
+
+
+def run_task_episode(learner: Learner, params, key: jax.Array, x: jax.Array, y: jax.Array,
+                     n_classes: int, image_shape: tuple, variant: TaskVariant, steps: int,
+                     batch_size: int, label_permutation: bool) -> EpisodeResult:
+    """Draw a task of ``variant`` from the split x [N, D], y [N] and run one episode on it.
+
+    ``key`` is split into the task's key (examples, classes, projection) and the learner's
+    state-init key, so two learners given the same key see the same example stream.
+    """
+    k_task, k_init = jax.random.split(key)
+    xs, ys = sample_variant_task(k_task, x, y, n_classes, image_shape, variant, steps, batch_size,
+                                 label_permutation)
+    return run_episode(learner, params, k_init, xs, ys, variant.n_way)

@@ -50,6 +50,14 @@ class WorkersLostError(DispatchError):
     are back (any worker count gives the same results)."""
 
 
+def _transient_actor_errors() -> tuple:
+    """Ray's "actor temporarily unavailable" (e.g. while it restarts): not a death."""
+    import ray.exceptions
+
+    err = getattr(ray.exceptions, "ActorUnavailableError", None)
+    return (err,) if err is not None else ()
+
+
 def bind_loopback() -> None:
     """Make a Ray instance started by this process bind to 127.0.0.1 only."""
     os.environ[LOOPBACK_ENV] = "0"
@@ -262,6 +270,9 @@ class RayDispatcher:
                         w.info = ray.get(ref)
                         w.state = "live"
                         self._log(f"worker restarted (pid {w.info['pid']} on {w.info['host']})")
+                    except _transient_actor_errors():  # still restarting: ask again
+                        time.sleep(0.1)
+                        probes[w.handle.info.remote()] = w
                     except ray.exceptions.RayError as err:
                         w.state = "dead"
                         self._log(f"worker dropped: {type(err).__name__}; {self.workers} left")

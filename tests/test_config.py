@@ -27,6 +27,7 @@ def test_defaults_and_overrides(tmp_path):
     ("es.sigma=-1", "es.sigma: got -1.0, allowed: a number > 0"),
     ("nosuchsection.x=1", "unknown config key nosuchsection"),
     ("es.population", "expected key=value"),
+    ("task.loss_horizons=[50,900]", "task.loss_horizons: got [50, 900], allowed: [] (the whole episode)"),
 ])
 def test_bad_values_are_rejected_with_a_named_key(override, fragment):
     with pytest.raises(ConfigError) as err:

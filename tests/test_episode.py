@@ -8,7 +8,7 @@ import numpy as np
 
 from vsml_es.config import ModelConfig
 from vsml_es.model.network import make_vsml
-from vsml_es.tasks.episode import run_episode
+from vsml_es.tasks.episode import episode_objective, run_episode
 from vsml_es.tasks.sampling import sample_task
 
 
@@ -105,3 +105,11 @@ def test_batch_merge_ties_the_first_half_of_the_state():
     h = np.asarray(merged.layers[0].h)
     assert np.allclose(h[:, ..., :8], h[:1, ..., :8])  # first half shared across the batch
     assert not np.allclose(h[:, ..., 8:], h[:1, ..., 8:])  # second half stays per example
+
+
+def test_episode_objective_weighs_each_horizon_equally():
+    loss = jnp.concatenate([jnp.full(10, 2.0), jnp.full(90, 1.0)])  # [T=100]
+    assert np.isclose(episode_objective(loss), 1.1)  # the paper's mean over the episode
+    assert np.isclose(episode_objective(loss, (100,)), 1.1)
+    # (10, 100): mean of 2.0 (first 10 steps) and 1.1 (all 100).
+    assert np.isclose(episode_objective(loss, (10, 100)), 1.55)

@@ -44,6 +44,10 @@ class TaskConfig:
     resize: list = field(default_factory=list)
     rand_proj: float = 0.0
     rand_proj_size: int = 0
+    # The meta-objective of one episode: the mean over these horizons h of the mean loss of
+    # the first h steps (empty = the whole episode, the paper's loss_type mean). [50, 500]
+    # on 500-step episodes weighs the first 50 steps as much as all 500 (docs/meta_training.md).
+    loss_horizons: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,10 @@ def validate(cfg: Config) -> Config:
     _check(0.0 <= t.rand_proj <= 1.0, "task.rand_proj", t.rand_proj, "a probability in [0, 1]")
     _check(t.rand_proj_size >= 0, "task.rand_proj_size", t.rand_proj_size,
            "an integer >= 0 (0: project to as many inputs as the task has)")
+    _check(all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= t.episode_length
+               for h in t.loss_horizons), "task.loss_horizons", t.loss_horizons,
+           f"[] (the whole episode) or step counts in 1..task.episode_length ({t.episode_length}), "
+           "e.g. [50, 500]")
     _check(all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in m.hidden_layers),
            "model.hidden_layers", m.hidden_layers, "a list of positive integers, e.g. [32]")
     _check(m.message_size >= 2, "model.message_size", m.message_size,

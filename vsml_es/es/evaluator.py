@@ -31,7 +31,7 @@ from vsml_es.config import Config
 from vsml_es.es.member_map import auto_members_per_vmap, map_members
 from vsml_es.model.network import make_vsml
 from vsml_es.tasks.datasets import load_dataset
-from vsml_es.tasks.episode import run_task_episode
+from vsml_es.tasks.episode import episode_objective, run_task_episode
 from vsml_es.tasks.sampling import TaskVariant, task_variants
 
 
@@ -54,14 +54,14 @@ def pair_variants(seed: int, generation: int, pairs: np.ndarray, probs: np.ndarr
 
 def member_fitness(learner, cfg: Config, variant: TaskVariant, n_classes: int, image_shape: tuple,
                    params, key, x, y):
-    """Mean loss and online accuracy of one member over ``episodes_per_member`` episodes,
-    episode ``e`` keyed ``fold_in(key, e)``."""
+    """Objective (``episode_objective``) and online accuracy of one member, each the mean
+    over ``episodes_per_member`` episodes, episode ``e`` keyed ``fold_in(key, e)``."""
     t = cfg.task
 
     def episode(k):
         res = run_task_episode(learner, params, k, x, y, n_classes, image_shape, variant,
                                t.episode_length, t.batch_size, t.label_permutation)
-        return res.loss.mean(), res.correct.mean()
+        return episode_objective(res.loss, tuple(t.loss_horizons)), res.correct.mean()
 
     keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.arange(cfg.es.episodes_per_member))
     loss, acc = jax.vmap(episode)(keys)

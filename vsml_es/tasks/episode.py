@@ -51,6 +51,18 @@ def run_episode(learner: Learner, params, key: jax.Array, xs: jax.Array, ys: jax
     return EpisodeResult(loss, correct)
 
 
+def episode_objective(loss: jax.Array, horizons=()) -> jax.Array:
+    """Meta-objective of one episode from its per-step loss [T]: the mean over ``horizons``
+    h of ``mean(loss[:h])`` (``task.loss_horizons``); no horizons = ``mean(loss)``.
+
+    Several horizons weigh early steps more: with (50, 500) the first 50 steps carry
+    ~55% of the weight, so an LA cannot buy late accuracy with slower early learning.
+    """
+    if not horizons:
+        return loss.mean()
+    return jnp.mean(jnp.stack([loss[:h].mean() for h in horizons]))
+
+
 def run_task_episode(learner: Learner, params, key: jax.Array, x: jax.Array, y: jax.Array,
                      n_classes: int, image_shape: tuple, variant: TaskVariant, steps: int,
                      batch_size: int, label_permutation: bool) -> EpisodeResult:

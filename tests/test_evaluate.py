@@ -46,6 +46,7 @@ def test_episode_summary_windows():
     s = episode_summary(correct)
     assert s["last10_mean"] == 1.0 and s["last10_std"] == 0.0
     assert s["first50"] == 0.5 and np.isclose(s["whole"], 0.35)
+    assert np.isclose(s["second_half"], 0.2)  # steps 50..99: 10 of 50 right
 
 
 def test_test_set_modifiers():

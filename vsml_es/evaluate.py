@@ -132,11 +132,13 @@ class MetaTestSet:
 
 def episode_summary(correct: np.ndarray) -> dict:
     """correct [tasks, T] -> mean/std over tasks of accuracy in the last 10% of the episode,
-    and means over the first 50 steps and the whole episode."""
+    and means over the first 50 steps, the second half (issue 6's "last 250" of 500 steps)
+    and the whole episode."""
     steps = correct.shape[1]
     last = correct[:, steps - max(1, steps // 10):].mean(1)
     return {"last10_mean": float(last.mean()), "last10_std": float(last.std()),
-            "first50": float(correct[:, :50].mean()), "whole": float(correct.mean())}
+            "first50": float(correct[:, :50].mean()), "second_half": float(correct[:, steps // 2:].mean()),
+            "whole": float(correct.mean())}
 
 
 def tune_learning_rate(learner: Learner, grid, dataset: Dataset, n_tasks: int, steps: int,
@@ -218,13 +220,14 @@ def evaluate_run(run_dir: str | Path, *, datasets=None, steps: int = DEFAULT_STE
 
 
 def format_table(summary: list[dict]) -> list[str]:
-    head = (f"{'dataset':<22}{'seen':<6}{'method':<12}{'last 10%':>16}{'first 50':>10}{'episode':>9}"
-            f"{'lr (paper)':>18}")
+    head = (f"{'dataset':<22}{'seen':<6}{'method':<12}{'last 10%':>16}{'first 50':>10}{'2nd half':>10}"
+            f"{'episode':>9}{'lr (paper)':>18}")
     lines = [head, "-" * len(head)]
     for r in summary:
         lr = f"{r['learning_rate']:g} ({r['paper_learning_rate']:g})" if "learning_rate" in r else ""
         lines.append(f"{r['dataset']:<22}{'yes' if r['seen'] else 'no':<6}{r['method']:<12}"
-                     f"{r['last10_mean']:>9.3f} ± {r['last10_std']:.3f}{r['first50']:>10.3f}{r['whole']:>9.3f}"
+                     f"{r['last10_mean']:>9.3f} ± {r['last10_std']:.3f}{r['first50']:>10.3f}"
+                     f"{r['second_half']:>10.3f}{r['whole']:>9.3f}"
                      f"{lr:>18}")
     return lines
 

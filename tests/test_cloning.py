@@ -35,3 +35,20 @@ def test_cloned_synapse_reproduces_online_sgd_step():
     np.testing.assert_allclose(out[:, 1], w * x, atol=0.4)
     h, c, _, _ = _tick(la, m, h, c, fwd, zeros.at[:, 0].set(e))
     np.testing.assert_allclose(SPEC.kappa * c[:, 0], w - SPEC.alpha * e * x, atol=0.4)
+
+
+def test_logit_scale_multiplies_the_forward_messages_and_nothing_else():
+    cfg = load_config(None, ["model.backward_pass=true", "model.state_size=8", "model.message_size=4"])
+    m, key = cfg.model, jax.random.PRNGKey(1)
+    spec = SPEC._replace(steps=20)
+    plain, scaled = fit_clone(cfg, spec, key), fit_clone(cfg, spec._replace(logit_scale=2.5), key)
+    n = 5
+    h = jnp.zeros((n, m.state_size))
+    c = jax.random.normal(key, (n, m.state_size))
+    fwd = jax.random.normal(jax.random.PRNGKey(2), (n, m.message_size))
+    bwd = jax.random.normal(jax.random.PRNGKey(3), (n, m.message_size))
+    h1, c1, out1, back1 = _tick(plain, m, h, c, fwd, bwd)
+    h2, c2, out2, back2 = _tick(scaled, m, h, c, fwd, bwd)
+    np.testing.assert_allclose(out2, 2.5 * out1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(c2, c1)  # the stored weights evolve exactly as before
+    np.testing.assert_array_equal(back2, back1)

@@ -114,6 +114,9 @@ def _add_clone(sub):
     p.add_argument("--steps", type=int, default=2000, help="Adam steps (default 2000)")
     p.add_argument("--alpha", type=float, default=2.0,
                    help="SGD step per unit error*input on a synapse's weight (default 2.0)")
+    p.add_argument("--logit-scale", type=float, default=1.0,
+                   help="multiply the fitted forward messenger by this: a logit temperature that lifts "
+                        "the clone's weight bound (default 1.0; the demo uses 2.5)")
     p.set_defaults(func=_cmd_clone)
 
 

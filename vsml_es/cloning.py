@@ -14,6 +14,13 @@ phi(x_a)`` with ``phi = tanh`` (``phi = id`` for ``linear``):
   ``W = w / fan_in``), and the backward message channel 0 = ``w e phi'(x)``, the error
   for the layer below (its mean over b is the backpropagated error up to 1/fan_out).
 
+``logit_scale`` multiplies the fitted forward messenger (F, bF) afterwards: exact, as the
+messenger is affine, and a logit temperature for a one-layer network. The layer means over
+its inputs, so its logits are ``mean_a w_ab x_a`` with ``|w| <= w_max``: the weights of the
+equivalent linear layer are bounded by ``w_max / fan_in`` (0.125 on digits), and online SGD
+with weights clipped there plateaus where the clone does (docs/meta_training.md). Fitting
+a larger target instead (channel 1 = s w phi(x)) fits worse and learns worse.
+
 The loss is the squared error of those targets over rollouts of ``clone.rollout`` steps
 from random weights, inputs and errors, minimised with Adam. ``vsml-es clone CONFIG``
 writes a run directory (config.yaml, metrics.jsonl, TensorBoard, checkpoints,
@@ -47,6 +54,7 @@ class CloneSpec(NamedTuple):
     batch: int = 512  # synapses per Adam step
     steps: int = 2000  # Adam steps
     learning_rate: float = 3e-3
+    logit_scale: float = 1.0  # forward messenger (F, bF) multiplied by this after fitting
 
 
 def _tick(la: SubRNNParams, cfg, h, c, fwd, bwd):
@@ -104,7 +112,10 @@ def clone_loss(la: SubRNNParams, cfg, spec: CloneSpec, key: jax.Array):
 
 def fit_clone(cfg: Config, spec: CloneSpec, key: jax.Array, la: SubRNNParams | None = None,
               on_step=None) -> SubRNNParams:
-    """Adam on :func:`clone_loss`; ``on_step(i, loss, parts, la)`` is called every step."""
+    """Adam on :func:`clone_loss`, then the forward messenger times ``spec.logit_scale``.
+
+    ``on_step(i, loss, parts, la)`` is called every step with the scaled LA; a given ``la``
+    is the unscaled start of the fit."""
     k_init, k_data = jax.random.split(key)
     la = la if la is not None else init_sub_rnn(k_init, cfg.model.message_size, cfg.model.state_size)
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(spec.learning_rate))
@@ -117,11 +128,14 @@ def fit_clone(cfg: Config, spec: CloneSpec, key: jax.Array, la: SubRNNParams | N
         upd, opt_state = opt.update(grad, opt_state, la)
         return optax.apply_updates(la, upd), opt_state, loss, parts
 
+    def scaled(la):
+        return la._replace(fwd_w=la.fwd_w * spec.logit_scale, fwd_b=la.fwd_b * spec.logit_scale)
+
     for i in range(spec.steps):
         la, opt_state, loss, parts = update(la, opt_state, i)
         if on_step is not None:
-            on_step(i, loss, parts, la)
-    return la
+            on_step(i, loss, parts, scaled(la))
+    return scaled(la)
 
 
 def save_checkpoint(run_dir: Path, cfg: Config, la: SubRNNParams, step: int) -> None:
@@ -150,16 +164,22 @@ def clone_command(args) -> int:
     from vsml_es.runs.metrics import MetricsLog
     from vsml_es.runs.run_dir import LA_FILE, save_la, write_config
 
+    from vsml_es.cli import UserError
+
+    for name, value, ok, allowed in (("--steps", args.steps, args.steps >= 1, "an integer >= 1"),
+                                     ("--alpha", args.alpha, args.alpha > 0, "a number > 0"),
+                                     ("--logit-scale", args.logit_scale, args.logit_scale > 0, "a number > 0")):
+        if not ok:
+            raise UserError(f"{name}: got {value}, allowed: {allowed}")
     cfg = load_config(args.config, args.override)
     if not cfg.model.backward_pass:
-        from vsml_es.cli import UserError
-
         raise UserError("cloning SGD needs model.backward_pass: true (the update needs x_t and e_t "
                         "in the same tick); add -o model.backward_pass=true")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.run_dir or f"runs/clone-{Path(args.config).stem}-{stamp}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = CloneSpec(steps=args.steps, alpha=args.alpha, linear=not cfg.model.hidden_layers)
+    spec = CloneSpec(steps=args.steps, alpha=args.alpha, linear=not cfg.model.hidden_layers,
+                     logit_scale=args.logit_scale)
     write_config(run_dir, cfg)
     metrics = MetricsLog(run_dir, cfg.logging.tensorboard, 0)
     print(f"run directory: {run_dir}  (cloning online SGD: {spec})", file=sys.stderr)

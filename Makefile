@@ -17,10 +17,11 @@ $(STAMP): setup.cfg pyproject.toml
 # LA against tuned online SGD and Adam on held-out digits with fresh label permutations.
 DEMO := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
-	$(BIN)/vsml-es clone configs/demo_pipeline.yaml --run-dir $(DEMO)/clone --steps 600
+	$(BIN)/vsml-es clone configs/demo_pipeline.yaml --run-dir $(DEMO)/clone --steps 600 --logit-scale 2.5
 	$(BIN)/vsml-es train configs/demo_pipeline.yaml --address none --run-dir $(DEMO)/grad \
 	    -o es.strategy=gradient -o es.learning_rate=0.003 -o es.population=8 \
-	    -o es.generations=45 -o task.episode_length=60 -o es.init_from=$(DEMO)/clone
+	    -o es.generations=45 -o task.episode_length=60 -o 'task.loss_horizons=[]' \
+	    -o es.init_from=$(DEMO)/clone
 	$(BIN)/vsml-es train configs/demo_pipeline.yaml --address local --run-dir $(DEMO)/es \
 	    -o es.init_from=$(DEMO)/grad --summary
 	$(BIN)/vsml-es evaluate $(DEMO)/es --datasets digits,mnist_subset --steps 500 --tasks 16

@@ -35,10 +35,36 @@ def test_search_starts_at_the_given_la(tmp_path, strategy, source):
 
 
 def test_init_from_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="es.init_from"):
-        load_config(None, tiny_overrides(**{"es.init_from": str(tmp_path / "missing.npz")}))
+    missing = load_config(None, tiny_overrides(**{"es.init_from": str(tmp_path / "missing.npz")}))
+    with pytest.raises(ConfigError, match="es.init_from: got .*missing.npz.*allowed: an existing .npz"):
+        setup(missing)  # a new run needs the file
+    assert setup(missing, new_run=False).initial_la is not None  # a restore only needs the shape
     _given_la(tmp_path)
     cfg = load_config(None, tiny_overrides(**{"es.init_from": str(tmp_path / "given.npz"),
                                                "model.state_size": 8}))
     with pytest.raises(ConfigError, match="es.init_from"):
         setup(cfg)
+
+
+def test_run_started_from_a_relative_init_file_still_resumes_and_exports_after_it_moved(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from vsml_es.es.dispatch import InProcessDispatcher
+    from vsml_es.es.trainer import restore_run, train
+    from vsml_es.runs.run_dir import export_la, load_la, read_config
+
+    _given_la(tmp_path)
+    monkeypatch.chdir(tmp_path)  # es.init_from is relative to where the run was started
+    cfg = load_config(None, tiny_overrides(**{"es.init_from": "given.npz", "es.generations": 2}))
+    train(cfg, Path("run2"), InProcessDispatcher(cfg), progress=False, log=lambda m: None)
+    (tmp_path / "given.npz").unlink()
+    monkeypatch.chdir("/")
+    run = tmp_path / "run2"
+    assert read_config(run).es.init_from == "given.npz"  # evaluate / export read it from anywhere
+    export_la(run, tmp_path / "out.npz")
+    before = restore_run(read_config(run), run).mean_la
+    for want, got in zip(before, load_la(tmp_path / "out.npz")):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    cfg4 = read_config(run, ["es.generations=4"])
+    train(cfg4, run, InProcessDispatcher(cfg4), resume=True, progress=False, log=lambda m: None)
+    assert restore_run(cfg4, run).generation == 4

@@ -250,10 +250,8 @@ def validate(cfg: Config) -> Config:
     _check(e.fitness_shaping in FITNESS_SHAPING, "es.fitness_shaping", e.fitness_shaping,
            ", ".join(FITNESS_SHAPING))
     _check(isinstance(e.init_from, str), "es.init_from", e.init_from, "a run directory or .npz path")
-    if e.init_from:
-        ip = Path(e.init_from)
-        _check(ip.is_file() or (ip / "learned_la.npz").is_file(), "es.init_from", e.init_from,
-               "an existing .npz LA file or a run directory holding learned_la.npz")
+    # Whether the file exists is checked where a new run loads it (es.trainer.setup), so a
+    # run directory's config still reads (evaluate, export, resume) after that file moved.
     _check(e.grad_clip >= 0, "es.grad_clip", e.grad_clip, "a number >= 0 (0 disables clipping)")
     _check(e.truncation >= 0, "es.truncation", e.truncation, "an integer >= 0 (0: full backprop)")
     a = cfg.distributed.address

@@ -80,6 +80,9 @@ def load_init_la(source: str, template):
     path = Path(source)
     if path.is_dir():
         path = path / LA_FILE
+    if not path.is_file():
+        raise ConfigError(f"config key es.init_from: got {source!r}, allowed: an existing .npz LA file "
+                          "or a run directory holding learned_la.npz")
     la = load_la(path)
     for name, want, got in zip(template._fields, template, la):
         if tuple(want.shape) != tuple(got.shape):

@@ -48,12 +48,21 @@ class MetaSetup(NamedTuple):
     root_key: jax.Array
 
 
-def setup(cfg: Config) -> MetaSetup:
+def init_la_available(cfg: Config) -> bool:
+    """False when ``es.init_from`` names a file that is not (or no longer) there."""
+    p = Path(cfg.es.init_from)
+    return not cfg.es.init_from or p.is_file() or (p / "learned_la.npz").is_file()
+
+
+def setup(cfg: Config, *, new_run: bool = True) -> MetaSetup:
+    """The learner, strategy and initial LA of ``cfg``. A new run must find ``es.init_from``;
+    a run that restores its checkpoint (resume, export, summary) only needs the LA's shape,
+    so there the model's own init stands in when that file has moved."""
     learner = make_vsml(cfg.model)
     root = jax.random.PRNGKey(cfg.seed)
     initial_la = learner.init_params(jax.random.fold_in(root, _LA_INIT))
-    if cfg.es.init_from:  # start the search at a given LA (cloned, gradient- or ES-trained)
-        from vsml_es.es.strategy import load_init_la
+    if cfg.es.init_from and (new_run or init_la_available(cfg)):
+        from vsml_es.es.strategy import load_init_la  # start at a cloned / trained LA
 
         initial_la = load_init_la(cfg.es.init_from, initial_la)
     strategy, es_params = make_strategy(cfg.es, initial_la)
@@ -72,7 +81,7 @@ class Restored(NamedTuple):
 
 def restore_run(cfg: Config, run_dir: Path, s: MetaSetup | None = None) -> Restored:
     """Latest readable checkpoint of ``run_dir``; refuses one made by a different config."""
-    s = s or setup(cfg)
+    s = s or setup(cfg, new_run=False)
     ckpt = Checkpointer(run_dir, cfg.checkpoint.keep)
     try:
         es_state, _, generation, saved_hash = ckpt.restore_latest(initial_es_state(s), s.root_key)
@@ -158,7 +167,7 @@ def train(cfg: Config, run_dir: Path, dispatcher, *, resume: bool = False,
     ``es.strategy: gradient`` takes gradient steps in this process (``dispatcher`` unused, may be None);
     every other strategy is ES, evaluated by ``dispatcher``.
     """
-    s = setup(cfg)
+    s = setup(cfg, new_run=not resume)
     if cfg.es.strategy == "gradient":
         from vsml_es.es.gradient import GradientMetaStep
 
@@ -261,13 +270,14 @@ def summarize(cfg: Config, run_dir: Path, log=print) -> None:
     rows = read_metrics(run_dir)
     if not rows:
         return
-    s = setup(cfg)
+    s = setup(cfg, new_run=False)
     final = restore_run(cfg, run_dir, s).mean_la
     ds = load_dataset(cfg.task.datasets[0])
     steps = cfg.logging.eval_episode_length or cfg.task.episode_length
     n_tasks = max(cfg.logging.eval_tasks, 16)
     table = []
-    for name, la in (("initial LA", s.initial_la), ("final LA", final)):
+    compared = [("initial LA", s.initial_la)] if init_la_available(cfg) else []
+    for name, la in compared + [("final LA", final)]:
         correct, loss = meta_test(s.learner, la, ds, n_tasks, steps,
                                   label_permutation=cfg.task.label_permutation)
         correct = np.asarray(correct)

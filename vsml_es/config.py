@@ -46,7 +46,8 @@ class TaskConfig:
     rand_proj_size: int = 0
     # The meta-objective of one episode: the mean over these horizons h of the mean loss of
     # the first h steps (empty = the whole episode, the paper's loss_type mean). [50, 500]
-    # on 500-step episodes weighs the first 50 steps as much as all 500 (docs/meta_training.md).
+    # on 500-step episodes weighs the first 50 steps as much as all 500; a horizon listed
+    # twice counts twice (docs/meta_training.md).
     loss_horizons: list = field(default_factory=list)
 
 

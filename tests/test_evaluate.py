@@ -75,6 +75,14 @@ def test_evaluate_writes_csv_png_json_tensorboard_and_table(run_dir, capsys):
     sgd = next(r for r in summary if r["method"] == "sgd")
     assert sgd["learning_rate"] in sgd["lr_scores"] or str(sgd["learning_rate"]) in sgd["lr_scores"]
     assert sgd["paper_learning_rate"] == 0.01 and summary[0]["seen"] is True
+    # The run was meta-trained with label permutations, so the meta-test permutes too.
+    assert all(r["label_permutation"] is True for r in summary)
+    assert main(["evaluate", str(run_dir), "--datasets", "digits/proj16", "--steps", "30", "--tasks", "2",
+                 "--baselines", "sgd", "--name", "u", "--label-permutation", "off"]) == 0
+    assert json.loads((run_dir / "eval" / "u.json").read_text())[0]["label_permutation"] is False
+    with open(run_dir / "eval" / "u.csv") as f:
+        unpermuted = list(csv.DictReader(f))
+    assert [r["loss"] for r in unpermuted] != [r["loss"] for r in rows]  # other labels, other losses
     acc = EventAccumulator(str(run_dir)).Reload()
     assert "t/digits/proj16/vsml/online_accuracy" in acc.Tags()["scalars"]
 

@@ -73,6 +73,9 @@ def _add_evaluate(sub):
     p.add_argument("--tasks", type=int, help="number of tasks (episodes) per dataset")
     p.add_argument("--baselines", default="sgd,adam", help="comma-separated baselines ('' for none)")
     p.add_argument("--name", default="meta_test", help="output name: RUN_DIR/eval/<name>.csv/.png")
+    p.add_argument("--label-permutation", choices=("on", "off"),
+                   help="a fresh permutation of the labels per task (default: as the run's "
+                        "task.label_permutation)")
     p.set_defaults(func=_cmd_evaluate)
 
 

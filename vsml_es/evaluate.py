@@ -161,10 +161,12 @@ def tune_learning_rate(learner: Learner, grid, dataset: Dataset, n_tasks: int, s
 
 def evaluate_run(run_dir: str | Path, *, datasets=None, steps: int = DEFAULT_STEPS, n_tasks: int = DEFAULT_TASKS,
                  baselines=("sgd", "adam"), name: str = "meta_test", tune: bool = True, seed: int = 22,
-                 log=print) -> list[dict]:
+                 label_permutation: bool | None = None, log=print) -> list[dict]:
     """Meta-test the run's learned LA and the baselines; write CSV, PNG, JSON, TensorBoard.
 
-    Returns one summary dict per (dataset, method).
+    Every task draws a fresh permutation of the labels when ``label_permutation`` is on
+    (``None``: as the run was meta-trained, ``task.label_permutation``). Returns one
+    summary dict per (dataset, method).
     """
     from vsml_es.baselines import BASELINES
     from vsml_es.baselines.mlp import OnlineParams
@@ -173,6 +175,8 @@ def evaluate_run(run_dir: str | Path, *, datasets=None, steps: int = DEFAULT_STE
 
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
+    if label_permutation is None:
+        label_permutation = cfg.task.label_permutation
     la_path = run_dir / "learned_la.npz"
     if not la_path.is_file():
         raise FileNotFoundError(f"{la_path} not found: the run has not saved an LA yet (it is written "
@@ -190,9 +194,10 @@ def evaluate_run(run_dir: str | Path, *, datasets=None, steps: int = DEFAULT_STE
     for ts in sets:
         ds = load_dataset(ts.dataset)
         seen = ts.dataset in cfg.task.datasets
-        opts = ts.options()
+        opts = {**ts.options(), "label_permutation": label_permutation}
         log(f"meta-test {ts.label} ({'seen' if seen else 'unseen'} in meta-training): "
-            f"{n_tasks} tasks x {steps} steps on {len(ds.test_y)} held-out examples")
+            f"{n_tasks} tasks x {steps} steps on {len(ds.test_y)} held-out examples"
+            + (", fresh label permutation per task" if label_permutation else ""))
         methods = [(LA_METHOD, vsml, la, None, {})]
         for b in baselines:
             spec = BASELINES[b]
@@ -204,6 +209,7 @@ def evaluate_run(run_dir: str | Path, *, datasets=None, steps: int = DEFAULT_STE
             correct, loss = meta_test(learner, params, ds, n_tasks, steps, seed, **opts)
             curves[(ts.label, method)] = (correct, loss)
             row = {"dataset": ts.label, "method": method, "seen": seen, "tasks": n_tasks, "steps": steps,
+                   "label_permutation": label_permutation,
                    **episode_summary(correct), "loss": float(loss.mean())}
             if lr is not None:
                 row.update(learning_rate=lr, paper_learning_rate=BASELINES[method].learning_rate,
@@ -316,7 +322,8 @@ def cli_main(args) -> int:
         raise UserError(f"--steps and --tasks must be >= 1 (got {steps}, {n_tasks})")
     try:
         evaluate_run(args.run_dir, datasets=datasets, steps=steps, n_tasks=n_tasks, baselines=baselines,
-                     name=args.name or "meta_test", tune=getattr(args, "tune", True))
+                     name=args.name or "meta_test", tune=getattr(args, "tune", True),
+                     label_permutation={"on": True, "off": False}.get(getattr(args, "label_permutation", None)))
     except (ValueError, DatasetUnavailable, ChecksumError) as err:
         if isinstance(err, ConfigError):
             raise

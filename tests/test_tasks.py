@@ -127,3 +127,22 @@ def test_mixed_shapes_evaluator_is_chunk_invariant_and_pairs_share_tasks():
     np.testing.assert_allclose(aa, ab, rtol=1e-5)
     np.testing.assert_allclose(la[0::2], la[1::2], rtol=1e-6)  # partners share the task
     assert np.all(np.isfinite(la)) and not np.allclose(la[0], la[2:])
+
+
+@pytest.mark.parametrize("common", [False, True])
+def test_common_task_gives_every_member_of_a_generation_the_same_task(common):
+    cfg = load_config(None, ["task.episode_length=6", "es.population=8", "model.micro_ticks=1",
+                             f"es.common_task={str(common).lower()}"])
+    ev = PopulationEvaluator(cfg)
+    la = ev.learner.init_params(jax.random.PRNGKey(0))
+    params = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (8, *a.shape)), la)  # one LA, 8 times
+    loss, _ = ev(params, 3, np.arange(8))
+    assert loss[0] == loss[1]  # antithetic partners always share their task
+    assert (len(set(loss.tolist())) == 1) == common  # other pairs: the same task only if common
+    loss_next, _ = ev(params, 4, np.arange(8))
+    assert loss_next[0] != loss[0]  # a new generation draws new tasks either way
+
+
+def test_common_task_is_refused_for_gradient_meta_training():
+    with pytest.raises(ConfigError, match="es.common_task"):
+        load_config(None, ["es.strategy=gradient", "es.common_task=true"])

@@ -80,6 +80,9 @@ class ESConfig:
     generations: int = 500
     episodes_per_member: int = 1
     fitness_shaping: str = "none"
+    # ES tasks: false = one task per antithetic pair (the pair's two members share it);
+    # true = one task for the whole generation (docs/meta_training.md compares them).
+    common_task: bool = False
     # Start the search (ES mean, or the gradient meta-optimizer's LA) at this LA: a run
     # directory (its learned_la.npz) or an .npz written by `vsml-es export`/`clone`. "" = random.
     init_from: str = ""
@@ -255,6 +258,8 @@ def validate(cfg: Config) -> Config:
     # run directory's config still reads (evaluate, export, resume) after that file moved.
     _check(e.grad_clip >= 0, "es.grad_clip", e.grad_clip, "a number >= 0 (0 disables clipping)")
     _check(e.truncation >= 0, "es.truncation", e.truncation, "an integer >= 0 (0: full backprop)")
+    _check(not (e.common_task and e.strategy == "gradient"), "es.common_task", e.common_task,
+           "false with es.strategy: gradient (its episodes are meant to differ)")
     a = cfg.distributed.address
     _check(a in ("local", "none", "auto") or a.startswith("ray://") or ":" in a,
            "distributed.address", a, "local, none, auto, ray://host:port or host:port")

@@ -1,8 +1,8 @@
 """Fitness of population members: jitted functions over chunks of members.
 
 A member's task depends only on (seed, generation, member // 2): the pair's key is
-``fold_in(fold_in(task_root(seed), generation), member // 2)``, so antithetic partners
-share data and state init, and the result does not depend on how the population is
+``fold_in(fold_in(task_root(seed), generation), member // 2)`` (``es.common_task``: 0 for
+every member, one task per generation), so antithetic partners share data and state init, and the result does not depend on how the population is
 split into chunks or across how many workers (DESIGN.md, data flow).
 
 Task distributions with several shapes (datasets of different input sizes, k-way class
@@ -41,6 +41,12 @@ def task_root(seed: int) -> jax.Array:
 
 def pair_key(seed: int, generation, pair) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(task_root(seed), generation), pair)
+
+
+def task_ids(cfg: Config, member_ids):
+    """The task each member is evaluated on: its antithetic pair's (``member // 2``) or, with
+    ``es.common_task``, the generation's single task 0. Works on ints and numpy/jax arrays."""
+    return member_ids * 0 if cfg.es.common_task else member_ids // 2
 
 
 def pair_variants(seed: int, generation: int, pairs: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -102,7 +108,7 @@ class PopulationEvaluator:
             member = functools.partial(member_fitness, self.learner, cfg, v, d.n_classes, d.image_shape)
 
             def chunk(params, generation, member_ids, x, y, member=member, v=v, d=d):
-                keys = jax.vmap(lambda m: pair_key(cfg.seed, generation, m // 2))(member_ids)
+                keys = jax.vmap(lambda m: pair_key(cfg.seed, generation, task_ids(cfg, m)))(member_ids)
                 n = member_ids.shape[0]
                 per_vmap = self._members_per_vmap(v.n_in(d.image_shape), d.n_classes)
                 return map_members(lambda p, k: member(p, k, x, y), n, per_vmap)(params, keys)
@@ -124,7 +130,7 @@ class PopulationEvaluator:
     def member_variants(self, generation: int, member_ids) -> list[TaskVariant]:
         """Which task variant each member is evaluated on (for logging and tests)."""
         ids = np.asarray(member_ids)
-        return [self.variants[i] for i in pair_variants(self.cfg.seed, generation, ids // 2, self.probs)]
+        return [self.variants[i] for i in pair_variants(self.cfg.seed, generation, task_ids(self.cfg, ids), self.probs)]
 
     def _run(self, v: int, params, generation: int, member_ids: np.ndarray):
         x, y = self._arrays[self.variants[v].dataset]
@@ -137,7 +143,7 @@ class PopulationEvaluator:
         n = len(ids)
         if len(self.variants) == 1:
             return self._run(0, params, generation, ids)
-        which = pair_variants(self.cfg.seed, generation, ids // 2, self.probs)
+        which = pair_variants(self.cfg.seed, generation, task_ids(self.cfg, ids), self.probs)
         # Bucket size: fixed for a given chunk size, so each variant compiles once.
         bucket = 1 << max(0, int(np.ceil(np.log2(max(1, -(-n // len(self.variants)))))))
         bucket = min(bucket, n)

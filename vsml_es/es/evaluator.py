@@ -2,8 +2,9 @@
 
 A member's task depends only on (seed, generation, member // 2): the pair's key is
 ``fold_in(fold_in(task_root(seed), generation), member // 2)`` (``es.common_task``: 0 for
-every member, one task per generation), so antithetic partners share data and state init, and the result does not depend on how the population is
-split into chunks or across how many workers (DESIGN.md, data flow).
+every member, one task per generation), so antithetic partners share data and state init,
+and the result does not depend on how the population is split into chunks or across how
+many workers (DESIGN.md, data flow).
 
 Task distributions with several shapes (datasets of different input sizes, k-way class
 subsets, resizing, projections; ``vsml_es.tasks.sampling``): the distribution is a finite

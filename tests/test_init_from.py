@@ -50,13 +50,17 @@ def test_run_started_from_a_relative_init_file_still_resumes_and_exports_after_i
     from pathlib import Path
 
     from vsml_es.es.dispatch import InProcessDispatcher
-    from vsml_es.es.trainer import restore_run, train
+    from vsml_es.es.trainer import restore_run, summarize, train
     from vsml_es.runs.run_dir import export_la, load_la, read_config
 
     _given_la(tmp_path)
     monkeypatch.chdir(tmp_path)  # es.init_from is relative to where the run was started
     cfg = load_config(None, tiny_overrides(**{"es.init_from": "given.npz", "es.generations": 2}))
     train(cfg, Path("run2"), InProcessDispatcher(cfg), progress=False, log=lambda m: None)
+    table = []
+    summarize(cfg, Path("run2"), log=table.append)  # the --summary table: initial vs final LA
+    assert any(line.strip().startswith("initial LA") for line in table)
+    assert any(line.strip().startswith("final LA") for line in table)
     (tmp_path / "given.npz").unlink()
     monkeypatch.chdir("/")
     run = tmp_path / "run2"
@@ -68,3 +72,7 @@ def test_run_started_from_a_relative_init_file_still_resumes_and_exports_after_i
     cfg4 = read_config(run, ["es.generations=4"])
     train(cfg4, run, InProcessDispatcher(cfg4), resume=True, progress=False, log=lambda m: None)
     assert restore_run(cfg4, run).generation == 4
+    table = []
+    summarize(cfg4, run, log=table.append)  # the initial LA is gone: only the final row
+    assert not any(line.strip().startswith("initial LA") for line in table)
+    assert any(line.strip().startswith("final LA") for line in table)

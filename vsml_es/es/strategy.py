@@ -66,20 +66,26 @@ def member_order(cfg: ESConfig) -> np.ndarray:
     return np.arange(p)
 
 
+def init_la_file(source: str):
+    """The file ``es.init_from`` names: ``source`` itself, or a run directory's learned_la.npz."""
+    from pathlib import Path
+
+    from vsml_es.runs.run_dir import LA_FILE
+
+    path = Path(source)
+    return path / LA_FILE if path.is_dir() else path
+
+
 def load_init_la(source: str, template):
     """``es.init_from``: the LA in ``source`` (an .npz LA file, or a run directory's
     learned_la.npz) as jax arrays shaped like ``template``; a shape mismatch is a config error."""
-    from pathlib import Path
-
     import jax
     import jax.numpy as jnp
 
     from vsml_es.config import ConfigError
-    from vsml_es.runs.run_dir import LA_FILE, load_la
+    from vsml_es.runs.run_dir import load_la
 
-    path = Path(source)
-    if path.is_dir():
-        path = path / LA_FILE
+    path = init_la_file(source)
     if not path.is_file():
         raise ConfigError(f"config key es.init_from: got {source!r}, allowed: an existing .npz LA file "
                           "or a run directory holding learned_la.npz")

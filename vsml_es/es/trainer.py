@@ -50,8 +50,9 @@ class MetaSetup(NamedTuple):
 
 def init_la_available(cfg: Config) -> bool:
     """False when ``es.init_from`` names a file that is not (or no longer) there."""
-    p = Path(cfg.es.init_from)
-    return not cfg.es.init_from or p.is_file() or (p / "learned_la.npz").is_file()
+    from vsml_es.es.strategy import init_la_file
+
+    return not cfg.es.init_from or init_la_file(cfg.es.init_from).is_file()
 
 
 def setup(cfg: Config, *, new_run: bool = True) -> MetaSetup:
@@ -263,7 +264,7 @@ def _raise_stop(signum, frame):
 
 def summarize(cfg: Config, run_dir: Path, log=print) -> None:
     """The end-of-run table: throughput, first/last generation, meta-test final vs initial LA."""
-    from vsml_es.evaluate import meta_test
+    from vsml_es.evaluate import episode_summary, meta_test
     from vsml_es.runs.plot import plot_run
     from vsml_es.tasks.datasets import load_dataset
 
@@ -280,9 +281,8 @@ def summarize(cfg: Config, run_dir: Path, log=print) -> None:
     for name, la in compared + [("final LA", final)]:
         correct, loss = meta_test(s.learner, la, ds, n_tasks, steps,
                                   label_permutation=cfg.task.label_permutation)
-        correct = np.asarray(correct)
-        table.append((name, float(np.mean(loss)), float(correct.mean()),
-                      float(correct[:, : min(50, steps)].mean()), float(correct[:, steps // 2:].mean())))
+        w = episode_summary(np.asarray(correct))
+        table.append((name, float(np.mean(loss)), w["whole"], w["first50"], w["second_half"]))
     speed = float(np.median([r["member_steps_per_second"] for r in rows]))
     first, last = rows[0], rows[-1]
     chance = 1.0 / ds.n_classes

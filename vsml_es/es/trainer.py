@@ -293,7 +293,8 @@ def summarize(cfg: Config, run_dir: Path, log=print) -> None:
         f"online acc {first['accuracy_mean']:.3f}")
     log(f"  meta-train   generation {last['generation']:>5}: loss {last['loss_mean']:.4f}  "
         f"online acc {last['accuracy_mean']:.3f}")
-    log(f"  meta-test on held-out {ds.name} images, fresh label permutations, {n_tasks} tasks x {steps} steps "
+    labels = "fresh label permutations, " if cfg.task.label_permutation else ""
+    log(f"  meta-test on held-out {ds.name} images, {labels}{n_tasks} tasks x {steps} steps "
         f"(chance {chance:.2f}):")
     log(f"    {'':<11} {'loss':>7} {'acc(all)':>9} {'acc(first 50)':>14} {'acc(2nd half)':>14}")
     for name, loss, acc, early, late in table:

@@ -158,13 +158,10 @@ def save_checkpoint(run_dir: Path, cfg: Config, la: SubRNNParams, step: int) -> 
 
 def clone_command(args) -> int:
     """``vsml-es clone CONFIG [-o key=value] [--run-dir DIR] [--steps N] [--alpha A]``."""
-    from datetime import datetime
-
+    from vsml_es.cli import UserError
     from vsml_es.config import load_config
     from vsml_es.runs.metrics import MetricsLog
-    from vsml_es.runs.run_dir import LA_FILE, save_la, write_config
-
-    from vsml_es.cli import UserError
+    from vsml_es.runs.run_dir import LA_FILE, default_run_dir, save_la, write_config
 
     for name, value, ok, allowed in (("--steps", args.steps, args.steps >= 1, "an integer >= 1"),
                                      ("--alpha", args.alpha, args.alpha > 0, "a number > 0"),
@@ -175,8 +172,7 @@ def clone_command(args) -> int:
     if not cfg.model.backward_pass:
         raise UserError("cloning SGD needs model.backward_pass: true (the update needs x_t and e_t "
                         "in the same tick); add -o model.backward_pass=true")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.run_dir or f"runs/clone-{Path(args.config).stem}-{stamp}")
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config, "clone-")
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = CloneSpec(steps=args.steps, alpha=args.alpha, linear=not cfg.model.hidden_layers,
                      logit_scale=args.logit_scale)

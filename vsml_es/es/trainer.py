@@ -12,7 +12,6 @@ import dataclasses
 import signal
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,7 +26,7 @@ from vsml_es.model.network import make_vsml
 from vsml_es.runs.checkpoints import Checkpointer, CheckpointError, signals_deferred
 from vsml_es.runs.metrics import MetricsLog, read_metrics
 from vsml_es.runs.progress import Progress
-from vsml_es.runs.run_dir import LA_FILE, read_config, save_la, write_config
+from vsml_es.runs.run_dir import LA_FILE, default_run_dir, read_config, save_la, write_config
 
 # Sub-keys of the run's root key: one purpose each, never reused. _TASKS (1) is the one
 # ``vsml_es.es.evaluator.task_root`` folds in; it is listed here so no other use takes it.
@@ -319,8 +318,7 @@ def train_command(args) -> int:
         if not args.config:
             raise UserError("missing CONFIG: vsml-es train configs/demo.yaml (or --resume RUN_DIR)")
         cfg = load_config(args.config, args.override)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(args.run_dir or f"runs/{Path(args.config).stem}-{stamp}")
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config)
         if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                             f"or choose another --run-dir")

@@ -39,6 +39,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def default_run_dir(config_path: str | Path, prefix: str = "") -> Path:
+    """``runs/<prefix><config stem>-<YYYYmmdd-HHMMSS>``: where a command writes without --run-dir."""
+    from datetime import datetime
+
+    return Path("runs") / f"{prefix}{Path(config_path).stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
 def write_config(run_dir: Path, cfg: Config) -> None:
     atomic_write_bytes(Path(run_dir) / "config.yaml", dump_yaml(cfg).encode())
 

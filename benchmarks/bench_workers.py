@@ -28,16 +28,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def make_population(learner, n: int, seed: int = 1):
-    import jax
-
-    template = learner.init_params(jax.random.PRNGKey(0))
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    return jax.tree_util.tree_unflatten(
-        treedef, [leaf[None] + 0.05 * jax.random.normal(k, (n,) + leaf.shape) for leaf, k in zip(leaves, keys)])
-
-
 def time_dispatcher(dispatcher, population, generations: int) -> tuple[float, np.ndarray, dict]:
     dispatcher.evaluate(population, 0)  # warm-up (compiles in-process; workers compiled at start)
     times = []
@@ -87,7 +77,9 @@ def main(argv=None) -> int:
 
         from workers.pool import RayDispatcher, bind_loopback
 
-        population = make_population(learner, p)
+        from vsml_es.bench import population as make_population  # an LA and p members around it
+
+        population = make_population(learner, jax.random.PRNGKey(1), p)
         counts = [int(w) for w in args.workers.split(",")]
         print(f"config {os.path.relpath(args.config, ROOT)} {' '.join(args.override)}: population {p}, "
               f"{steps} steps per member, {os.cpu_count()} CPU cores, load average "

@@ -181,7 +181,8 @@ def run_bench(population_size: int = 32, steps: int = 50, inputs: int = 784, out
         # The textbook runs as a textbook user would write it: one vmap over the population.
         group = members_per_vmap if name == "fast" else 0
         compiled[name], compile_s = _compile(map_members(member, population_size, group), *args)
-        losses[name] = compiled[name](*args)  # warm-up
+        # Warm-up, waited for: an unfinished one would run inside the first timed repeat.
+        losses[name] = jax.block_until_ready(compiled[name](*args))
         result[name] = {"compile_s": round(compile_s, 2), "memory": _memory(compiled[name]),
                         "seconds": [], "cpu_seconds": []}
     for _ in range(repeats):

@@ -1,16 +1,19 @@
 """`vsml-es bench`: the fast VSML step agrees with the textbook one, and the JSON is complete."""
 
+import functools
 import json
 
 import jax
 import numpy as np
 
-from vsml_es.bench import load_textbook, map_members, run_bench
+from vsml_es import xla_options
+from vsml_es.bench import episode_losses, load_textbook, map_members, population, run_bench
 from vsml_es.cli import main
 from vsml_es.config import ModelConfig
 from vsml_es.model.dense import init_dense_state
 from vsml_es.model.dense import dense_tick as fast_tick
 from vsml_es.model.network import make_vsml
+from vsml_es.xla_options import accepted, compiler_options, host_has_avx512, wanted_options
 
 TINY = dict(population_size=4, steps=6, inputs=7, outputs=3, repeats=1)
 
@@ -32,6 +35,7 @@ def test_fast_tick_equals_textbook_tick_far_from_init():
 def test_bench_reports_equal_numerics_and_all_keys():
     r = run_bench(**TINY, members_per_vmap=2)
     assert r["ok"] and max(r["max_abs_diff"].values()) <= 1e-4
+    assert r["compiler_options"] == xla_options.current_options()
     for key in ("ratio", "ratio_min", "ratio_max", "cpu_ratio", "population", "steps", "shapes",
                 "device", "jax_version", "members_per_vmap", "synapses"):
         assert key in r, key
@@ -57,3 +61,24 @@ def test_cli_bench_prints_one_json_line(capsys):
     assert rc == 0 and len(out) == 1
     r = json.loads(out[0])
     assert r["ok"] and r["population"] == 2 and r["shapes"]["layers"] == [[5, 2]]
+
+
+def test_xla_options_are_cpu_only_and_drop_what_jaxlib_does_not_know():
+    assert wanted_options("gpu", avx512=True) == {} and compiler_options("gpu") == {}
+    assert "xla_cpu_prefer_vector_width" in wanted_options("cpu", avx512=True)
+    assert "xla_cpu_prefer_vector_width" not in wanted_options("cpu", avx512=False)
+    assert accepted({"xla_cpu_no_such_option_here": 1}) == {}
+    assert compiler_options("cpu").items() <= wanted_options("cpu", host_has_avx512()).items()
+
+
+def test_episode_under_the_project_xla_options_equals_plain_jit():
+    """The options change code generation only: a 2-layer episode's losses agree to rounding."""
+    cfg = ModelConfig(hidden_layers=[5])
+    learner = make_vsml(cfg)
+    params = population(learner, jax.random.PRNGKey(0), 3, sigma=0.3)
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    episode = jax.vmap(functools.partial(episode_losses, learner, 20, 9, 4))
+    plain = jax.jit(episode)(params, keys)
+    tuned = xla_options.jit(episode)(params, keys)
+    assert np.isfinite(np.asarray(plain)).all()
+    np.testing.assert_allclose(np.asarray(tuned), np.asarray(plain), atol=1e-5, rtol=0)

@@ -3,9 +3,10 @@
 Both implementations evaluate the same population (LA + noise, one episode per member,
 random inputs [T, 1, D] and labels drawn from the member's key) through
 ``vsml_es.tasks.episode.run_episode``, jitted, in one process, timed alternately so
-that load from other processes hits both alike. The textbook implementation lives in
-``benchmarks/textbook.py`` (every synapse runs the LSTM on the concatenation of its
-messages and applies both messengers; nested vmap). It is loaded from the repository
+that load from other processes hits both alike, both compiled with the project's XLA
+options for this host (``vsml_es.xla_options``; reported as ``compiler_options``). The
+textbook implementation lives in ``benchmarks/textbook.py`` (every synapse runs the LSTM
+on the concatenation of its messages and applies both messengers; nested vmap). It is loaded from the repository
 checkout next to this package, so ``vsml-es bench`` works from a clone installed with
 ``pip install -e .``; from a wheel install without ``benchmarks/`` it says so and stops.
 
@@ -36,6 +37,7 @@ import numpy as np
 from vsml_es.config import ModelConfig
 from vsml_es.model.network import layer_sizes, make_vsml
 from vsml_es.tasks.episode import run_episode
+from vsml_es import xla_options
 
 TEXTBOOK_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "textbook.py"
 MAX_ABS_DIFF = 1e-4
@@ -119,7 +121,7 @@ def _max_abs_diff(a, b) -> float:
 
 def _compile(fn, *args):
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = xla_options.jit(fn).lower(*args).compile()
     return compiled, time.perf_counter() - t0
 
 
@@ -174,7 +176,8 @@ def run_bench(population_size: int = 32, steps: int = 50, inputs: int = 784, out
                          "micro_ticks": cfg.micro_ticks},
               "synapses": sum(a * b for a, b in layer_sizes(cfg, inputs, outputs)),
               "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-              "jax_version": jax.__version__}
+              "jax_version": jax.__version__,
+              "compiler_options": xla_options.current_options()}
     compiled, losses = {}, {}
     for name, learner in impls.items():
         member = functools.partial(episode_losses, learner, steps, inputs, outputs)
@@ -201,7 +204,7 @@ def run_bench(population_size: int = 32, steps: int = 50, inputs: int = 784, out
                       ratio_max=round(float(wall.max()), 3), cpu_ratio=round(float(np.median(cpu)), 3))
         n = min(check_members, population_size)
         sub = jax.tree_util.tree_map(lambda x: x[:n], args)
-        traces = {name: jax.jit(jax.vmap(functools.partial(episode_trace, learner, steps, inputs, outputs)))(*sub)
+        traces = {name: xla_options.jit(jax.vmap(functools.partial(episode_trace, learner, steps, inputs, outputs)))(*sub)
                   for name, learner in impls.items()}
         diff = {"loss": _max_abs_diff(losses["fast"], losses["textbook"]),
                 "logits": _max_abs_diff(traces["fast"][0], traces["textbook"][0]),

@@ -24,6 +24,7 @@ from vsml_es.tasks.datasets import (DATASETS, ChecksumError, Dataset, DatasetUna
                                     available_datasets, load_dataset)
 from vsml_es.tasks.episode import run_task_episode
 from vsml_es.tasks.sampling import TaskVariant
+from vsml_es import xla_options
 
 
 def task_keys(seed: int, n_tasks: int) -> jax.Array:
@@ -43,7 +44,7 @@ def _tasks_fn(learner: Learner, n_classes: int, image_shape: tuple, variant: Tas
                                batch_size, label_permutation)
         return res.correct, res.loss
 
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None)))
+    return xla_options.jit(jax.vmap(one, in_axes=(None, 0, None, None)))
 
 
 def meta_test(learner: Learner, params, dataset: Dataset | str, n_tasks: int, steps: int,

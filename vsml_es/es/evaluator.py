@@ -34,6 +34,7 @@ from vsml_es.model.network import make_vsml
 from vsml_es.tasks.datasets import load_dataset
 from vsml_es.tasks.episode import episode_objective, run_task_episode
 from vsml_es.tasks.sampling import TaskVariant, task_variants
+from vsml_es import xla_options
 
 
 def task_root(seed: int) -> jax.Array:
@@ -114,7 +115,7 @@ class PopulationEvaluator:
                 per_vmap = self._members_per_vmap(v.n_in(d.image_shape), d.n_classes)
                 return map_members(lambda p, k: member(p, k, x, y), n, per_vmap)(params, keys)
 
-            self._chunks.append(jax.jit(chunk))
+            self._chunks.append(xla_options.jit(chunk))
 
     def _members_per_vmap(self, n_in: int, n_out: int) -> int:
         setting = self.cfg.distributed.members_per_vmap

@@ -41,7 +41,6 @@ import optax
 
 from vsml_es.config import Config
 from vsml_es.model.sub_rnn import SubRNNParams, init_sub_rnn, lstm_update
-from vsml_es import xla_options
 
 
 class CloneSpec(NamedTuple):
@@ -122,7 +121,7 @@ def fit_clone(cfg: Config, spec: CloneSpec, key: jax.Array, la: SubRNNParams | N
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(spec.learning_rate))
     opt_state = opt.init(la)
 
-    @xla_options.jit
+    @jax.jit
     def update(la, opt_state, i):
         (loss, parts), grad = jax.value_and_grad(clone_loss, has_aux=True)(
             la, cfg.model, spec, jax.random.fold_in(k_data, i))

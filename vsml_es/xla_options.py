@@ -1,5 +1,10 @@
 """XLA compiler options for jitting VSML episodes on this host, and ``jit`` that applies them.
 
+Used where episodes run forward only: the ES population evaluator, ``vsml-es evaluate``
+and ``vsml-es bench``. Gradient meta-training and cloning (backward passes, other
+shapes; not measured with these options) keep plain ``jax.jit``, so their results stay
+bit-for-bit what they were.
+
 On CPU two options make the VSML step ~1.2x faster at the paper's shape and change
 nothing else (results equal to float rounding, ~5e-7; benchmarks/README.md):
 

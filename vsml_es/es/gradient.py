@@ -34,7 +34,6 @@ from jax.flatten_util import ravel_pytree
 from vsml_es.config import Config, ESConfig, config_hash
 from vsml_es.learner import Learner
 from vsml_es.tasks.sampling import task_variants
-from vsml_es import xla_options
 
 
 class GradientState(NamedTuple):
@@ -165,7 +164,7 @@ def make_meta_step(cfg: Config, learner: Learner, strategy: GradientStrategy, ds
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, state)
         return new, loss, acc, norm
 
-    return xla_options.jit(step)
+    return jax.jit(step)
 
 
 class GradientMetaStep:

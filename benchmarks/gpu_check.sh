@@ -48,6 +48,7 @@ print(json.dumps({
     "ratio": bench["ratio"], "ratio_min": bench["ratio_min"], "ratio_max": bench["ratio_max"],
     "compile_s": bench["fast"]["compile_s"], "textbook_compile_s": bench["textbook"]["compile_s"],
     "bf16_member_steps_per_s": bf16["fast"]["member_steps_per_s"],
+    "bf16_vs_float32": bf16["vs_float32"],
     "population": 1024, "steps": 50, "seconds": round(time.perf_counter() - t0, 1),
 }))
 PYEOF

@@ -52,7 +52,10 @@ def synapse(params: SubRNNParams, cfg: ModelConfig, fwd_a, bwd_b, h, c):
 
 
 def dense_tick(cfg: ModelConfig, params: SubRNNParams, layer: DenseState):
-    """Same contract as ``vsml_es.model.dense.dense_tick``: (state, fwd_out [B, M], bwd_out [A, M])."""
+    """Same contract as ``vsml_es.model.dense.dense_tick``: (state, fwd_out [B, M], bwd_out [A, M]).
+
+    Computes in the state's dtype, as the fast tick does (bfloat16 states: bfloat16 math)."""
+    params = jax.tree_util.tree_map(lambda p: p.astype(layer.h.dtype), params)
     per_b = jax.vmap(functools.partial(synapse, params, cfg), in_axes=(None, 0, 0, 0))  # over b
     per_ab = jax.vmap(per_b, in_axes=(0, None, 0, 0))  # over a
     h, c, out_fwd, out_bwd = per_ab(layer.fwd_in, layer.bwd_in, layer.h, layer.c)

@@ -4,10 +4,12 @@ import functools
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vsml_es import xla_options
-from vsml_es.bench import episode_losses, load_textbook, map_members, population, run_bench
+from vsml_es.bench import (episode_losses, episode_trace, load_textbook, map_members, population,
+                           run_bench, with_dtype)
 from vsml_es.cli import main
 from vsml_es.config import ModelConfig
 from vsml_es.model.dense import init_dense_state
@@ -82,3 +84,17 @@ def test_episode_under_the_project_xla_options_equals_plain_jit():
     tuned = xla_options.jit(episode)(params, keys)
     assert np.isfinite(np.asarray(plain)).all()
     np.testing.assert_allclose(np.asarray(tuned), np.asarray(plain), atol=1e-5, rtol=0)
+
+
+def test_bfloat16_option_runs_in_bfloat16_and_stays_near_float32():
+    """The bf16 option (meant for GPUs) keeps states in bf16 through an episode of a
+    2-layer network, agrees with the textbook at bf16 rounding and with float32 losses."""
+    r = run_bench(**TINY, hidden_layers=(5,), dtype="bfloat16")
+    assert r["ok"] and r["tolerance"] == 5e-2
+    assert r["vs_float32"]["max_abs_loss_diff"] < 0.05
+    cfg = ModelConfig(hidden_layers=[5])
+    learner = with_dtype(make_vsml(cfg), jnp.bfloat16)
+    params = learner.init_params(jax.random.PRNGKey(0))
+    logits, state = episode_trace(learner, 6, 7, 3, params, jax.random.PRNGKey(1))
+    assert logits.dtype == jnp.float32
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(state)} == {jnp.dtype(jnp.bfloat16)}

@@ -48,6 +48,15 @@ def _input_message(x: jax.Array, message_size: int) -> jax.Array:
     return jnp.zeros((x.shape[0], message_size), x.dtype).at[:, 0].set(x)
 
 
+def _hear(layer: DenseState, fwd_in=None, bwd_in=None) -> DenseState:
+    """The layer with new incoming messages, in the layer's own dtype (bfloat16 states)."""
+    if fwd_in is not None:
+        layer = layer._replace(fwd_in=fwd_in.astype(layer.fwd_in.dtype))
+    if bwd_in is not None:
+        layer = layer._replace(bwd_in=bwd_in.astype(layer.bwd_in.dtype))
+    return layer
+
+
 def fast_tick(cfg: ModelConfig, params: SubRNNParams, layer: DenseState):
     """A layer's micro ticks: ``(cfg, params, layer) -> (layer, fwd_out [B, M], bwd_out [A, M])``."""
     return dense_tick(params, layer, cfg.micro_ticks, cfg.forget_bias, cfg.input_bias)
@@ -58,11 +67,11 @@ def predict(cfg: ModelConfig, params: SubRNNParams, state: VSMLState, x: jax.Arr
     layers = list(state.layers)
     fwd = _input_message(x, cfg.message_size)
     for k in range(len(layers)):
-        layer, fwd, bwd = tick(cfg, params, layers[k]._replace(fwd_in=fwd))
+        layer, fwd, bwd = tick(cfg, params, _hear(layers[k], fwd_in=fwd))
         layers[k] = layer
         if k > 0:
-            layers[k - 1] = layers[k - 1]._replace(bwd_in=bwd)  # heard next step
-    out = fwd[:, cfg.output_channel]
+            layers[k - 1] = _hear(layers[k - 1], bwd_in=bwd)  # heard next step
+    out = fwd[:, cfg.output_channel].astype(jnp.float32)  # logits and loss in float32 always
     if cfg.tanh_bound:
         out = cfg.tanh_bound * jnp.tanh(out / cfg.tanh_bound)
     return out, VSMLState(tuple(layers))
@@ -75,17 +84,17 @@ def learn(cfg: ModelConfig, params: SubRNNParams, state: VSMLState, x: jax.Array
     bwd = jnp.zeros((error.shape[0], cfg.message_size), error.dtype).at[:, 0].set(error)
     if cfg.feed_label:
         bwd = bwd.at[:, 1].set(label)
-    layers[-1] = layers[-1]._replace(bwd_in=bwd)
+    layers[-1] = _hear(layers[-1], bwd_in=bwd)
     if not cfg.backward_pass:
         return VSMLState(tuple(layers))
-    layers[0] = layers[0]._replace(fwd_in=_input_message(x, cfg.message_size))
+    layers[0] = _hear(layers[0], fwd_in=_input_message(x, cfg.message_size))
     for k in reversed(range(len(layers))):
         layer, fwd, bwd = tick(cfg, params, layers[k])
         layers[k] = layer
         if k + 1 < len(layers):
-            layers[k + 1] = layers[k + 1]._replace(fwd_in=fwd)
+            layers[k + 1] = _hear(layers[k + 1], fwd_in=fwd)
         if k > 0:
-            layers[k - 1] = layers[k - 1]._replace(bwd_in=bwd)  # used at once
+            layers[k - 1] = _hear(layers[k - 1], bwd_in=bwd)  # used at once
     layers[-1] = layers[-1]._replace(bwd_in=jnp.zeros_like(layers[-1].bwd_in))
     return VSMLState(tuple(layers))
 

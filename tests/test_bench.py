@@ -73,6 +73,13 @@ def test_xla_options_are_cpu_only_and_drop_what_jaxlib_does_not_know():
     assert compiler_options("cpu").items() <= wanted_options("cpu", host_has_avx512()).items()
 
 
+def test_xla_options_off_switch(monkeypatch):
+    monkeypatch.setenv(xla_options.OFF_VARIABLE, "off")
+    assert xla_options.current_options() == {}
+    monkeypatch.delenv(xla_options.OFF_VARIABLE)
+    assert xla_options.current_options() == compiler_options(jax.default_backend())
+
+
 def test_episode_under_the_project_xla_options_equals_plain_jit():
     """The options change code generation only: a 2-layer episode's losses agree to rounding."""
     cfg = ModelConfig(hidden_layers=[5])

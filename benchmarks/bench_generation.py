@@ -44,9 +44,9 @@ def main(argv=None) -> int:
         os.environ[xla_options.OFF_VARIABLE] = off  # read when the evaluator jits its chunks
         dispatchers[name] = InProcessDispatcher(cfg)
     os.environ.pop(xla_options.OFF_VARIABLE)
-    learner = next(iter(dispatchers.values())).evaluator.learner
-    population = make_population(learner, jax.random.PRNGKey(1), cfg.es.population)
-    steps = next(iter(dispatchers.values())).evaluator.member_steps
+    evaluator = dispatchers["plain jax.jit"].evaluator
+    population = make_population(evaluator.learner, jax.random.PRNGKey(1), cfg.es.population)
+    steps = evaluator.member_steps
 
     fitness, first, times = {}, {}, {name: [] for name in dispatchers}
     for name, d in dispatchers.items():

@@ -6,9 +6,10 @@ random inputs [T, 1, D] and labels drawn from the member's key) through
 that load from other processes hits both alike, both compiled with the project's XLA
 options for this host (``vsml_es.xla_options``; reported as ``compiler_options``). The
 textbook implementation lives in ``benchmarks/textbook.py`` (every synapse runs the LSTM
-on the concatenation of its messages and applies both messengers; nested vmap). It is loaded from the repository
-checkout next to this package, so ``vsml-es bench`` works from a clone installed with
-``pip install -e .``; from a wheel install without ``benchmarks/`` it says so and stops.
+on the concatenation of its messages and applies both messengers; nested vmap). It is
+loaded from the repository checkout next to this package, so ``vsml-es bench`` works
+from a clone installed with ``pip install -e .``; from a wheel install without
+``benchmarks/`` it says so and stops.
 
 Output: one JSON object (see :func:`run_bench`), printed by ``cli_main``.
 
@@ -29,15 +30,14 @@ import time
 from pathlib import Path
 
 import jax
-
-from vsml_es.es.member_map import map_members  # noqa: F401  (re-exported)
 import jax.numpy as jnp
 import numpy as np
 
+from vsml_es import xla_options
 from vsml_es.config import ModelConfig
+from vsml_es.es.member_map import map_members  # noqa: F401  (re-exported)
 from vsml_es.model.network import layer_sizes, make_vsml
 from vsml_es.tasks.episode import run_episode
-from vsml_es import xla_options
 
 TEXTBOOK_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "textbook.py"
 MAX_ABS_DIFF = {"float32": 1e-4, "bfloat16": 5e-2}  # fast vs textbook, both in the bench's dtype

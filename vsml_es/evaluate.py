@@ -18,13 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vsml_es import xla_options
 from vsml_es.learner import Learner
 from vsml_es.config import ConfigError
 from vsml_es.tasks.datasets import (DATASETS, ChecksumError, Dataset, DatasetUnavailable,
                                     available_datasets, load_dataset)
 from vsml_es.tasks.episode import run_task_episode
 from vsml_es.tasks.sampling import TaskVariant
-from vsml_es import xla_options
 
 
 def task_keys(seed: int, n_tasks: int) -> jax.Array:

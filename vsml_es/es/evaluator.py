@@ -28,13 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vsml_es import xla_options
 from vsml_es.config import Config
 from vsml_es.es.member_map import auto_members_per_vmap, map_members
 from vsml_es.model.network import make_vsml
 from vsml_es.tasks.datasets import load_dataset
 from vsml_es.tasks.episode import episode_objective, run_task_episode
 from vsml_es.tasks.sampling import TaskVariant, task_variants
-from vsml_es import xla_options
 
 
 def task_root(seed: int) -> jax.Array:
